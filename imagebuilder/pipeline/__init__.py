@@ -1,0 +1,1 @@
+"""The build engine: definition -> manifest -> stages run with cached checkpoints."""
