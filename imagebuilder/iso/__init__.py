@@ -1,0 +1,38 @@
+"""CoreOS live-ISO customization without rebuilding the ISO (coreos-installer's model).
+
+The public API (for ``iso customize`` and friends)::
+
+    from imagebuilder.iso import IsoImage, embed_initrd_members, read_embedded_members, write_result
+
+    with IsoImage.open(path) as iso:
+        embed_initrd_members(iso, {"etc/foo": (b"...", 0o100600)})
+        iso.modify_kargs(append=["console=ttyS0"])
+        write_result(iso, iso.patches(), output=None | "-" | "out.iso", force=False)
+
+Submodules are imported lazily so that ``import imagebuilder.iso`` stays cheap.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "IsoImage": "image", "Region": "image", "InitrdTooLarge": "image",
+    "embed_initrd_members": "image", "read_embedded_members": "image", "open_image": "image",
+    "write_result": "write", "apply_in_place": "write", "write_copy": "write", "stream": "write",
+    "Member": "cpio", "read_initrd": "cpio", "write_initrd": "cpio",
+    "IGNITION_PATH": "cpio", "NETWORK_DIR": "cpio",
+    "modify_kargs": "kargs", "KargsTooLarge": "kargs",
+    "IsoFS": "iso9660", "open_iso": "iso9660",
+    "OsFeatures": "areas",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    mod = _EXPORTS.get(name)
+    if mod is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{mod}"), name)

@@ -1,0 +1,205 @@
+"""Locating the embed areas of a CoreOS live ISO.
+
+* Ignition/initrd area: ``/coreos/igninfo.json`` ``{file, offset?, length?}``
+  (s390x points into ``images/cdboot.img``), else ``/images/ignition.img``,
+  else the legacy ``coreiso+`` header at byte 32744 of the System Area.
+* Kargs areas: ``/coreos/kargs.json`` ``{default, files[{path, offset, pad?,
+  end?}], size}``, else the legacy ``coreKarg`` header at byte 32672 (default
+  kargs in the area the header points at, i.e. ``/.cmdline``). Every area
+  must hold the same kargs.
+* ``/coreos/features.json``: what the OS image supports.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..errors import BadImageError
+from .iso9660 import IsoFS, IsoNotFound
+from .kargs import parse_area
+
+IGNINFO_PATH = "COREOS/IGNINFO.JSO"
+IGNITION_IMG_PATH = "IMAGES/IGNITION.IMG"
+KARGS_INFO_PATH = "COREOS/KARGS.JSO"
+FEATURES_PATH = "COREOS/FEATURES.JSO"
+PXEBOOT_DIR = "IMAGES/PXEBOOT"
+
+LEGACY_INITRD_HEADER_OFFSET = 32768 - 24  # 32744: b"coreiso+", u64 offset, u64 length
+LEGACY_KARGS_HEADER_OFFSET = 32768 - 24 - 72  # 32672: b"coreKarg", len, default, 6 offsets
+LEGACY_KARGS_MAX_OFFSETS = 6
+KARG_AREA_MAX_SIZE = 2048
+_MAX_JSON = 1 << 20
+
+
+class AreaSource(enum.Enum):
+    IGNINFO_JSON = "igninfo.json"
+    IGNITION_IMG = "ignition.img"
+    LEGACY_HEADER = "legacy-header"
+    KARGS_JSON = "kargs.json"
+
+
+@dataclass(frozen=True)
+class IgnitionArea:
+    offset: int
+    length: int
+    source: AreaSource
+    file: str | None  # ISO path the area lives in, if known
+
+
+@dataclass(frozen=True)
+class KargsRegion:
+    offset: int
+    length: int
+    pad: str = "#"
+    end: str = "\n"
+    file: str | None = None
+
+
+@dataclass(frozen=True)
+class KargsAreas:
+    size: int
+    default: str
+    regions: tuple[KargsRegion, ...]
+    source: AreaSource
+
+
+@dataclass(frozen=True)
+class OsFeatures:
+    installer_config: bool = False
+    installer_config_directives: dict[str, bool] = field(default_factory=dict)
+    live_initrd_network: bool = False
+    present: bool = False
+    raw: dict[str, Any] = field(default_factory=dict)
+
+
+def _read_json(fs: IsoFS, path: str, what: str) -> Any | None:
+    try:
+        e = fs.lookup_file(path)
+    except IsoNotFound:
+        return None
+    if e.size > _MAX_JSON:
+        raise BadImageError(f"{fs.path}: {what} is implausibly large ({e.size} bytes)")
+    try:
+        return json.loads(fs.read_file(e).rstrip(b"\0 \n").decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as ex:
+        raise BadImageError(f"{fs.path}: decoding {what}: {ex}") from None
+
+
+def _u64(b: bytes, i: int) -> int:
+    return int.from_bytes(b[i:i + 8], "little")
+
+
+def locate_ignition_area(fs: IsoFS) -> IgnitionArea:
+    info = _read_json(fs, IGNINFO_PATH, "igninfo.json")
+    if info is not None:
+        if not isinstance(info, dict) or not isinstance(info.get("file"), str):
+            raise BadImageError(f"{fs.path}: igninfo.json lacks a 'file' string")
+        try:
+            e = fs.lookup_file(info["file"].upper())
+        except IsoNotFound:
+            raise BadImageError(f"{fs.path}: Unrecognized CoreOS ISO image: igninfo.json names "
+                                f"{info['file']}, which does not exist") from None
+        off = int(info.get("offset") or 0)
+        length = info.get("length")
+        length = int(length) if length is not None else e.size - off
+        if off < 0 or length <= 0 or off + length > e.size:
+            raise BadImageError(f"{fs.path}: igninfo.json area ({off}+{length}) lies outside "
+                                f"{info['file']} ({e.size} bytes)")
+        return IgnitionArea(e.offset + off, length, AreaSource.IGNINFO_JSON, info["file"])
+    e = fs.try_lookup(IGNITION_IMG_PATH)
+    if e is not None and not e.is_dir:
+        return IgnitionArea(e.offset, e.size, AreaSource.IGNITION_IMG, "images/ignition.img")
+    hdr = fs.pread(LEGACY_INITRD_HEADER_OFFSET, 24)
+    if hdr[:8] == b"coreiso+":
+        off, length = _u64(hdr, 8), _u64(hdr, 16)
+        if length == 0 or off + length > fs.file_size:
+            raise BadImageError(f"{fs.path}: coreiso+ header points outside the image")
+        return IgnitionArea(off, length, AreaSource.LEGACY_HEADER, None)
+    raise BadImageError(f"{fs.path}: Unrecognized CoreOS ISO image: no Ignition embed area "
+                        "(no coreos/igninfo.json, images/ignition.img or coreiso+ header)")
+
+
+def _check_kargs_agree(fs: IsoFS, areas: KargsAreas) -> str:
+    current: str | None = None
+    for r in areas.regions:
+        k = parse_area(fs.pread(r.offset, r.length), pad=r.pad, end=r.end)
+        if current is None:
+            current = k
+        elif k != current:
+            raise BadImageError(f"kargs don't match at all offsets! (expected '{current}', but "
+                                f"offset {r.offset} has: '{k}')")
+    assert current is not None
+    return current
+
+
+def locate_kargs_areas(fs: IsoFS) -> tuple[KargsAreas, str] | None:
+    """(areas, current kargs), or None if the ISO has no kargs embed areas."""
+    info = _read_json(fs, KARGS_INFO_PATH, "kargs.json")
+    if info is not None:
+        try:
+            size = int(info["size"])
+            default = str(info["default"])
+            files = list(info["files"])
+        except (KeyError, TypeError, ValueError):
+            raise BadImageError(f"{fs.path}: kargs.json lacks size/default/files") from None
+        if size > KARG_AREA_MAX_SIZE:
+            raise BadImageError(f"karg embed area size larger than {KARG_AREA_MAX_SIZE} "
+                                f"(found {size})")
+        if len(default.encode()) > size:
+            raise BadImageError(f"default kargs size {len(default.encode())} larger than embed "
+                                f"areas ({size})")
+        regions = []
+        for loc in files:
+            path = str(loc["path"])
+            try:
+                e = fs.lookup_file(path.upper())
+            except IsoNotFound:
+                raise BadImageError(f"{fs.path}: kargs.json names {path}, which does not exist") from None
+            off = int(loc["offset"])
+            if off + size > e.size:
+                raise BadImageError(f"{fs.path}: kargs area {path}+{off} runs past the file end")
+            regions.append(KargsRegion(e.offset + off, size, loc.get("pad", "#") or "#",
+                                       loc.get("end", "\n") or "\n", path))
+        if not regions:
+            raise BadImageError("No karg embed areas found; corrupted CoreOS ISO image.")
+        regions.sort(key=lambda r: r.offset)
+        areas = KargsAreas(size, default, tuple(regions), AreaSource.KARGS_JSON)
+        return areas, _check_kargs_agree(fs, areas)
+    hdr = fs.pread(LEGACY_KARGS_HEADER_OFFSET, 72)
+    if hdr[:8] != b"coreKarg":
+        return None
+    size = _u64(hdr, 8)
+    if size > KARG_AREA_MAX_SIZE:
+        raise BadImageError(f"karg embed area length larger than {KARG_AREA_MAX_SIZE} "
+                            f"(found {size})")
+    default = parse_area(fs.pread(_u64(hdr, 16), size))
+    regions = []
+    for i in range(LEGACY_KARGS_MAX_OFFSETS):
+        off = _u64(hdr, 24 + 8 * i)
+        if off == 0:
+            break
+        fs.pread(off, size)  # bounds check
+        regions.append(KargsRegion(off, size))
+    if not regions:
+        raise BadImageError("No karg embed areas found; corrupted CoreOS ISO image.")
+    areas = KargsAreas(size, default, tuple(regions), AreaSource.LEGACY_HEADER)
+    return areas, _check_kargs_agree(fs, areas)
+
+
+def read_features(fs: IsoFS) -> OsFeatures:
+    raw = _read_json(fs, FEATURES_PATH, "features.json")
+    if raw is None:
+        return OsFeatures()
+    if not isinstance(raw, dict):
+        raise BadImageError(f"{fs.path}: parsing OS features: not a JSON object")
+    directives = raw.get("installer-config-directives") or {}
+    return OsFeatures(
+        installer_config=bool(raw.get("installer-config", False)),
+        installer_config_directives={str(k): bool(v) for k, v in dict(directives).items()},
+        live_initrd_network=bool(raw.get("live-initrd-network", False)),
+        present=True,
+        raw=raw,
+    )

@@ -1,0 +1,177 @@
+"""Applying byte patches: in place, to a new file, or streamed to stdout.
+
+All three produce byte-identical results. Every patch is validated (sorted,
+non-overlapping, inside the file) before the first byte is written.
+
+* in place: the original bytes of every region are read first; if a write
+  fails, the regions already written are restored (all-or-nothing).
+* ``-o FILE``: a temp file beside the target receives a fast copy of the input
+  (reflink / copy_file_range), the patches, an fsync, then a no-clobber rename
+  (``force`` replaces). On error the temp file is removed.
+* ``-o -``: the gaps are copied with sendfile, the regions written from memory;
+  refused when stdout is a terminal.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+from .. import fsutil
+from ..errors import InternalError, UserInputError
+from .image import Region
+
+_CHUNK = 4 << 20
+
+
+def validate_patches(patches: Sequence[Region], file_size: int) -> list[Region]:
+    regions = sorted(patches, key=lambda r: r.offset)
+    cursor = 0
+    for r in regions:
+        if r.offset < cursor:
+            raise InternalError(f"region starting at {r.offset} precedes current offset {cursor}")
+        if r.end > file_size:
+            raise InternalError(f"region at {r.offset} (+{len(r.data)}) runs past the end of the "
+                                f"image ({file_size} bytes)")
+        cursor = r.end
+    return regions
+
+
+def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
+    view = memoryview(data)
+    while view:
+        n = os.pwrite(fd, view, offset)
+        if n <= 0:
+            raise OSError(f"short write at offset {offset}")
+        view = view[n:]
+        offset += n
+
+
+def _apply(fd: int, regions: Sequence[Region]) -> None:
+    for r in regions:
+        _pwrite_all(fd, r.data, r.offset)
+
+
+def apply_in_place(path: str | os.PathLike[str], patches: Sequence[Region]) -> None:
+    """Patch the file itself; restore already-written regions if a write fails."""
+    if not patches:
+        return
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+    except PermissionError:
+        raise UserInputError(f"{path}: permission denied (opening for writing)") from None
+    try:
+        regions = validate_patches(patches, os.fstat(fd).st_size)
+        originals = [Region(r.offset, os.pread(fd, len(r.data), r.offset)) for r in regions]
+        done: list[Region] = []
+        try:
+            for r, orig in zip(regions, originals):
+                done.append(orig)
+                _pwrite_all(fd, r.data, r.offset)
+            os.fsync(fd)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                _apply(fd, done)
+                os.fsync(fd)
+            raise
+    finally:
+        os.close(fd)
+
+
+def write_copy(src: str | os.PathLike[str], dest: str | os.PathLike[str],
+               patches: Sequence[Region], *, force: bool = False) -> None:
+    """Copy src to dest (temp + fsync + no-clobber rename) with the patches applied."""
+    dest = Path(dest)
+    if dest.exists() and not force:
+        raise UserInputError(f"{dest}: file exists", hint="use -f to overwrite")
+    parent = dest.parent if str(dest.parent) else Path(".")
+    if not parent.is_dir():
+        raise UserInputError(f"{parent}: output directory does not exist")
+    with open(src, "rb") as sf:
+        regions = validate_patches(patches, os.fstat(sf.fileno()).st_size)
+        fd, name = tempfile.mkstemp(prefix=".imagebuilder-temp-", suffix=".iso", dir=parent)
+        tmp = Path(name)
+        try:
+            with os.fdopen(fd, "r+b") as tf:
+                os.fchmod(tf.fileno(), 0o644)
+                fsutil.fast_copy(sf, tf)
+                tf.flush()
+                _apply(tf.fileno(), regions)
+                os.fsync(tf.fileno())
+            fsutil.commit_tempfile(tmp, dest, force=force)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+            raise
+
+
+def check_stdout_not_tty(out_fd: int | None = None) -> None:
+    fd = sys.stdout.fileno() if out_fd is None else out_fd
+    if os.isatty(fd):
+        raise UserInputError("Refusing to write binary data to terminal",
+                             hint="redirect stdout to a file or pipe, or use -o FILE")
+
+
+def stream(src: str | os.PathLike[str], patches: Sequence[Region], out_fd: int | None = None) -> None:
+    """Write the patched image to out_fd (default: stdout) without a temporary copy."""
+    if out_fd is None:
+        sys.stdout.flush()
+        out_fd = sys.stdout.fileno()
+    check_stdout_not_tty(out_fd)
+    with open(src, "rb") as sf:
+        in_fd = sf.fileno()
+        size = os.fstat(in_fd).st_size
+        regions = validate_patches(patches, size)
+        cursor = 0
+        for r in regions:
+            _copy_range(in_fd, out_fd, cursor, r.offset - cursor)
+            _write_all(out_fd, r.data)
+            cursor = r.end
+        _copy_range(in_fd, out_fd, cursor, size - cursor)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        n = os.write(fd, view)
+        view = view[n:]
+
+
+def _copy_range(in_fd: int, out_fd: int, offset: int, count: int) -> None:
+    end = offset + count
+    try:
+        while offset < end:
+            n = os.sendfile(out_fd, in_fd, offset, min(end - offset, 1 << 30))
+            if n == 0:
+                raise OSError(f"unexpected end of input at offset {offset}")
+            offset += n
+        return
+    except OSError as e:
+        import errno
+
+        if e.errno not in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+            raise
+    while offset < end:
+        buf = os.pread(in_fd, min(_CHUNK, end - offset), offset)
+        if not buf:
+            raise OSError(f"unexpected end of input at offset {offset}")
+        _write_all(out_fd, buf)
+        offset += len(buf)
+
+
+def write_result(iso, patches: Sequence[Region], output: str | None, force: bool = False) -> None:
+    """Apply patches the way the user asked: None = in place, "-" = stdout, else a new file.
+
+    ``iso`` is the :class:`~imagebuilder.iso.image.IsoImage` the patches came from.
+    """
+    src = iso.path
+    if output is None:
+        apply_in_place(src, patches)
+    elif output == "-":
+        stream(src, patches)
+    else:
+        write_copy(src, output, patches, force=force)
