@@ -1,0 +1,187 @@
+"""Decoding of Ignition resources: RFC 2397 data URLs, base64, gzip.
+
+Used by ``ignition merge`` (inline child configs), ``ignition show`` (file
+contents) and the ISO customizer (embedded configs). Nothing here fetches
+remote sources: for http(s)/s3/gs/tftp/arn sources :func:`decode_contents`
+returns ``None`` and the caller lists the reference instead.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import gzip
+import hashlib
+import zlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import unquote_to_bytes
+
+from ..errors import InvalidConfigError
+
+REMOTE_SCHEMES = ("http", "https", "s3", "gs", "tftp", "arn")
+
+# refuse to inflate absurdly large payloads (a gzip bomb in a config)
+MAX_DECOMPRESSED = 1 << 30
+
+
+@dataclass(frozen=True)
+class DataURL:
+    """A parsed RFC 2397 data URL."""
+
+    mediatype: str = "text/plain"
+    params: dict[str, str] = field(default_factory=dict)
+    base64: bool = False
+    data: bytes = b""
+
+
+def parse_data_url(url: str, *, where: str = "source") -> DataURL:
+    """Parse ``data:[<mediatype>][;base64],<data>``; raise InvalidConfigError if malformed."""
+    if not url.lower().startswith("data:"):
+        raise InvalidConfigError(f"{where}: not a data URL: {_short(url)}")
+    rest = url[5:]
+    comma = rest.find(",")
+    if comma < 0:
+        raise InvalidConfigError(f"{where}: malformed data URL (no ',' before the data): {_short(url)}")
+    header, payload = rest[:comma], rest[comma + 1:]
+    parts = header.split(";") if header else [""]
+    mediatype = parts[0].strip().lower() or "text/plain"
+    is_b64 = False
+    params: dict[str, str] = {}
+    for p in parts[1:]:
+        p = p.strip()
+        if p.lower() == "base64":
+            is_b64 = True
+        elif "=" in p:
+            k, v = p.split("=", 1)
+            params[k.strip().lower()] = unquote_to_bytes(v).decode("utf-8", "replace")
+        elif p:
+            raise InvalidConfigError(f"{where}: malformed data URL parameter {p!r}")
+    if not parts[1:] and mediatype == "text/plain" and not header:
+        params.setdefault("charset", "US-ASCII")
+    raw = unquote_to_bytes(payload)
+    if is_b64:
+        data = _b64decode(raw, where)
+    else:
+        data = raw
+    return DataURL(mediatype=mediatype, params=params, base64=is_b64, data=data)
+
+
+def _b64decode(raw: bytes, where: str) -> bytes:
+    cleaned = b"".join(raw.split())  # tolerate line breaks inside the payload
+    try:
+        return base64.b64decode(cleaned + b"=" * (-len(cleaned) % 4), validate=True)
+    except (binascii.Error, ValueError):
+        pass
+    try:  # URL-safe alphabet
+        return base64.urlsafe_b64decode(cleaned + b"=" * (-len(cleaned) % 4))
+    except (binascii.Error, ValueError) as e:
+        raise InvalidConfigError(f"{where}: data URL has invalid base64: {e}") from None
+
+
+def decode_data_url(url: str, *, where: str = "source") -> bytes:
+    """The payload of a data URL (base64 or percent-encoded)."""
+    return parse_data_url(url, where=where).data
+
+
+# characters left unescaped in percent-encoded data URLs (besides letters, digits and "_.-~");
+# none of them is special to RFC 2397 after the first comma or to URL parsing
+_SAFE = "/:@,="
+
+
+def encode_data_url(data: bytes, *, base64_: bool | None = None, mediatype: str = "") -> str:
+    """Encode bytes as a data URL: percent-encoding for short text, base64 otherwise.
+
+    ``base64_`` forces the choice. The output is deterministic.
+    """
+    from urllib.parse import quote
+
+    if base64_ is None:
+        try:
+            text = data.decode("utf-8")
+            quoted = quote(text, safe=_SAFE)
+            base64_ = len(quoted) > len(data) * 4 // 3 + 8
+        except UnicodeDecodeError:
+            base64_ = True
+    if base64_:
+        return f"data:{mediatype};base64,{base64.b64encode(data).decode('ascii')}"
+    return f"data:{mediatype}," + quote(data.decode("utf-8"), safe=_SAFE)
+
+
+def gunzip(data: bytes, *, where: str = "contents") -> bytes:
+    """Decompress gzip data (possibly multi-member) with a size cap."""
+    d = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    out = bytearray()
+    buf = data
+    try:
+        while buf:
+            out += d.decompress(buf, MAX_DECOMPRESSED - len(out) + 1)
+            if len(out) > MAX_DECOMPRESSED:
+                raise InvalidConfigError(f"{where}: decompressed size exceeds {MAX_DECOMPRESSED} bytes")
+            if d.unconsumed_tail:
+                buf = d.unconsumed_tail
+                continue
+            out += d.flush()
+            if d.eof and d.unused_data:
+                buf = d.unused_data
+                d = zlib.decompressobj(16 + zlib.MAX_WBITS)
+            else:
+                break
+    except zlib.error as e:
+        raise InvalidConfigError(f"{where}: compression is gzip but the data is not valid gzip: {e}") from None
+    if not d.eof:
+        raise InvalidConfigError(f"{where}: compression is gzip but the gzip stream is truncated")
+    return bytes(out)
+
+
+def gzip_bytes(data: bytes) -> bytes:
+    """Deterministic gzip (mtime 0, no file name)."""
+    return gzip.compress(data, compresslevel=9, mtime=0)
+
+
+def source_scheme(source: str | None) -> str | None:
+    if not source:
+        return None
+    head, sep, _ = source.partition(":")
+    return head.lower() if sep else None
+
+
+def is_remote(source: str | None) -> bool:
+    return source_scheme(source) in REMOTE_SCHEMES
+
+
+def decode_contents(resource: Mapping[str, Any] | None, *, where: str = "contents") -> bytes | None:
+    """Decoded bytes of an Ignition Resource (``{source, compression, ...}``).
+
+    ``None`` when there is no source or the source is remote (not fetched).
+    ``compression: gzip`` is undone. Raises InvalidConfigError for malformed data.
+    """
+    if not resource:
+        return None
+    source = resource.get("source")
+    if source is None:
+        return None
+    if source_scheme(source) != "data":
+        return None
+    data = decode_data_url(source, where=f"{where}.source")
+    compression = resource.get("compression") or ""
+    if compression == "gzip":
+        data = gunzip(data, where=where)
+    elif compression:
+        raise InvalidConfigError(f"{where}.compression: unsupported compression {compression!r}")
+    return data
+
+
+def verify_hash(data: bytes, spec: str, *, where: str = "verification.hash") -> None:
+    """Check ``sha512-<hex>`` / ``sha256-<hex>`` against data; raise InvalidConfigError on mismatch."""
+    algo, sep, want = spec.partition("-")
+    if not sep or algo not in ("sha512", "sha256"):
+        raise InvalidConfigError(f"{where}: unsupported hash {spec!r}")
+    got = hashlib.new(algo, data).hexdigest()
+    if got != want.lower():
+        raise InvalidConfigError(f"{where}: hash mismatch: expected {algo}-{want}, got {algo}-{got}")
+
+
+def _short(s: str, n: int = 60) -> str:
+    return s if len(s) <= n else s[:n] + "…"

@@ -1,0 +1,187 @@
+"""A small JSON parser that remembers where every value came from.
+
+``parse_json(data)`` returns a :class:`Document`: the decoded Python value plus,
+for every JSON path (a tuple of object keys and list indices), the line and
+column of the value and, for object members, of the key. Lines and columns are
+1-based and count characters, like ``ignition-validate`` does for ASCII input;
+like it, an object or array is located just after its opening bracket.
+
+Syntax errors raise :class:`JSONSyntaxError` carrying line and column. As in
+Go's ``encoding/json`` (which Ignition uses), a repeated key in an object keeps
+the last value.
+"""
+
+from __future__ import annotations
+
+import bisect
+import json.decoder
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+JSONPath = tuple[str | int, ...]
+
+_WS = re.compile(r"[ \t\n\r]*")
+_NUMBER = re.compile(r"-?(?:0|[1-9]\d*)(\.\d+)?([eE][-+]?\d+)?")
+_MAX_DEPTH = 512
+
+
+@dataclass(frozen=True)
+class Position:
+    line: int
+    column: int
+
+
+@dataclass
+class Document:
+    value: Any
+    # path -> position of the value
+    values: dict[JSONPath, Position] = field(default_factory=dict)
+    # path -> position of the member's key (object members only)
+    keys: dict[JSONPath, Position] = field(default_factory=dict)
+
+    def value_pos(self, path: JSONPath) -> Position | None:
+        """Position of the value at path, or of its nearest existing ancestor."""
+        p = tuple(path)
+        while True:
+            pos = self.values.get(p)
+            if pos is not None or not p:
+                return pos
+            p = p[:-1]
+
+    def key_pos(self, path: JSONPath) -> Position | None:
+        return self.keys.get(tuple(path)) or self.value_pos(path)
+
+
+class JSONSyntaxError(ValueError):
+    def __init__(self, message: str, line: int, column: int):
+        super().__init__(f"{message} at line {line} col {column}")
+        self.message = message
+        self.line = line
+        self.column = column
+
+
+def format_path(path: JSONPath) -> str:
+    """``('storage', 'files', 0, 'path')`` -> ``$.storage.files.0.path`` (ignition-validate style)."""
+    return "$" + "".join(f".{p}" for p in path)
+
+
+class _Parser:
+    def __init__(self, text: str):
+        self.text = text
+        self.doc = Document(None)
+        self._line_starts = [0] + [m.end() for m in re.finditer("\n", text)]
+
+    def pos(self, offset: int) -> Position:
+        i = bisect.bisect_right(self._line_starts, offset) - 1
+        return Position(i + 1, offset - self._line_starts[i] + 1)
+
+    def fail(self, message: str, offset: int) -> JSONSyntaxError:
+        if offset >= len(self.text):
+            message = "unexpected end of JSON input"
+        p = self.pos(offset)
+        return JSONSyntaxError(message, p.line, p.column)
+
+    def ws(self, i: int) -> int:
+        return _WS.match(self.text, i).end()
+
+    def describe(self, i: int) -> str:
+        if i >= len(self.text):
+            return "unexpected end of JSON input"
+        return f"invalid character {self.text[i]!r}"
+
+    def parse(self) -> Document:
+        i = self.ws(0)
+        if i >= len(self.text):
+            raise self.fail("unexpected end of JSON input", i)
+        self.doc.value, i = self.value(i, (), 0)
+        i = self.ws(i)
+        if i < len(self.text):
+            raise self.fail(f"{self.describe(i)} after top-level value", i)
+        return self.doc
+
+    def value(self, i: int, path: JSONPath, depth: int) -> tuple[Any, int]:
+        if depth > _MAX_DEPTH:
+            raise self.fail("exceeded max nesting depth", i)
+        text = self.text
+        c = text[i] if i < len(text) else ""
+        # like ignition-validate, objects and arrays are located just inside their bracket
+        self.doc.values[path] = self.pos(i + 1 if c in "{[" and c else i)
+        if c == "{":
+            return self.object(i + 1, path, depth)
+        if c == "[":
+            return self.array(i + 1, path, depth)
+        if c == '"':
+            return self.string(i)
+        for literal, val in (("true", True), ("false", False), ("null", None)):
+            if text.startswith(literal, i):
+                return val, i + len(literal)
+        m = _NUMBER.match(text, i)
+        if m and m.end() > i:
+            if m.group(1) or m.group(2):
+                return float(m.group(0)), m.end()
+            return int(m.group(0)), m.end()
+        raise self.fail(f"{self.describe(i)} looking for beginning of value", i)
+
+    def string(self, i: int) -> tuple[str, int]:
+        try:
+            return json.decoder.scanstring(self.text, i + 1, True)
+        except json.JSONDecodeError as e:
+            msg = e.msg
+            if msg.startswith("Unterminated string"):
+                raise self.fail("unexpected end of JSON input", len(self.text)) from None
+            raise self.fail(msg.lower(), e.pos) from None
+
+    def object(self, i: int, path: JSONPath, depth: int) -> tuple[dict, int]:
+        out: dict[str, Any] = {}
+        i = self.ws(i)
+        if i < len(self.text) and self.text[i] == "}":
+            return out, i + 1
+        while True:
+            if i >= len(self.text) or self.text[i] != '"':
+                raise self.fail(f"{self.describe(i)} looking for beginning of object key string", i)
+            key_at = i
+            key, i = self.string(i)
+            i = self.ws(i)
+            if i >= len(self.text) or self.text[i] != ":":
+                raise self.fail(f"{self.describe(i)} after object key", i)
+            i = self.ws(i + 1)
+            sub = (*path, key)
+            self.doc.keys[sub] = self.pos(key_at)
+            out.pop(key, None)  # a repeated key: last one wins, and keeps its place last
+            out[key], i = self.value(i, sub, depth + 1)
+            i = self.ws(i)
+            if i < len(self.text) and self.text[i] == ",":
+                i = self.ws(i + 1)
+                continue
+            if i < len(self.text) and self.text[i] == "}":
+                return out, i + 1
+            raise self.fail(f"{self.describe(i)} after object key:value pair", i)
+
+    def array(self, i: int, path: JSONPath, depth: int) -> tuple[list, int]:
+        out: list[Any] = []
+        i = self.ws(i)
+        if i < len(self.text) and self.text[i] == "]":
+            return out, i + 1
+        while True:
+            item, i = self.value(i, (*path, len(out)), depth + 1)
+            out.append(item)
+            i = self.ws(i)
+            if i < len(self.text) and self.text[i] == ",":
+                i = self.ws(i + 1)
+                continue
+            if i < len(self.text) and self.text[i] == "]":
+                return out, i + 1
+            raise self.fail(f"{self.describe(i)} after array element", i)
+
+
+def parse_json(data: bytes | str) -> Document:
+    """Parse JSON text, recording the position of every value and key.
+
+    Raises JSONSyntaxError (with line and column) on malformed input.
+    """
+    if isinstance(data, bytes):
+        text = data.decode("utf-8", errors="replace")
+    else:
+        text = data
+    return _Parser(text).parse()
