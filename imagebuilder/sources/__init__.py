@@ -1,0 +1,1 @@
+"""Root filesystem sources: the library code behind the ``org.imagebuilder.source.*`` stages."""
