@@ -17,6 +17,7 @@ This is the byte layout of coreos-installer's ``Initrd::to_bytes`` (cpio-rs).
 from __future__ import annotations
 
 import lzma
+import re
 import zlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -39,6 +40,7 @@ DIR_MODE = 0o040755
 _GZIP_MAGIC = b"\x1f\x8b"
 _XZ_MAGIC = b"\xfd7zXZ\x00"
 _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+_NONZERO = re.compile(rb"[^\x00]")
 
 
 class InitrdError(BadImageError):
@@ -187,16 +189,25 @@ def _decompress_one(buf: bytes, pos: int) -> tuple[bytes, int]:
 
 def read_initrd(data: bytes) -> dict[str, Member]:
     """Read concatenated (optionally compressed) newc archives; last copy of a path wins."""
+    return _scan(bytes(data))[0]
+
+
+def initrd_extent(data: bytes) -> int:
+    """Offset just past the last archive in data (trailing zero padding excluded)."""
+    return _scan(bytes(data))[1]
+
+
+def _scan(raw: bytes) -> tuple[dict[str, Member], int]:
     out: dict[str, Member] = {}
-    raw = bytes(data)
     pos = 0
+    end_of_data = 0
     n = len(raw)
     while pos < n:
         # skip zero padding between archives
-        while pos < n and raw[pos] == 0:
-            pos += 1
-        if pos >= n:
+        m = _NONZERO.search(raw, pos)
+        if m is None:
             break
+        pos = m.start()
         head = raw[pos:pos + 6]
         if head[:2] == _GZIP_MAGIC or head == _XZ_MAGIC or head[:4] == _ZSTD_MAGIC:
             inner, pos = _decompress_one(raw, pos)
@@ -207,7 +218,8 @@ def read_initrd(data: bytes) -> dict[str, Member]:
             pos = _parse_newc(raw, pos, out)
         else:
             raise InitrdError(f"unrecognized data in initrd at offset {pos}: {head!r}")
-    return out
+        end_of_data = pos
+    return out, end_of_data
 
 
 # --------------------------------------------------------------------------
@@ -274,6 +286,7 @@ def members_from(items: Iterable[tuple[str, bytes | tuple[bytes, int] | Member]]
 
 
 __all__ = [
-    "IGNITION_PATH", "NETWORK_DIR", "Member", "InitrdError", "read_initrd", "write_initrd",
+    "IGNITION_PATH", "NETWORK_DIR", "Member", "InitrdError", "read_initrd", "initrd_extent",
+    "write_initrd",
     "newc_archive", "xz_compress", "members_from", "check_member_path",
 ]

@@ -24,6 +24,10 @@ from .kargs import format_area, modify_kargs
 NO_KARGS_MSG = "No karg embed areas found; old or corrupted CoreOS ISO image."
 
 
+def _nonzero(data: bytes) -> bool:
+    return data.count(0) != len(data)
+
+
 class InitrdTooLarge(UserInputError):
     """The compressed initrd does not fit the Ignition embed area."""
 
@@ -52,7 +56,7 @@ class IsoImage:
         self.ignition_area: IgnitionArea = locate_ignition_area(fs)
         raw = fs.pread(self.ignition_area.offset, self.ignition_area.length)
         self.original_area_data = raw
-        self._members: dict[str, Member] = cpio.read_initrd(raw) if any(raw) else {}
+        self._members: dict[str, Member] = cpio.read_initrd(raw) if _nonzero(raw) else {}
         self._initrd_modified = False
         found = locate_kargs_areas(fs)
         self.kargs_areas: KargsAreas | None = found[0] if found else None
@@ -194,7 +198,7 @@ class IsoImage:
 
     @property
     def area_in_use(self) -> bool:
-        return any(self.original_area_data)
+        return _nonzero(self.original_area_data)
 
     def initrd_bytes(self) -> bytes:
         """The compressed initrd the area will hold (b"" = all zeros)."""

@@ -175,3 +175,73 @@ def write_result(iso, patches: Sequence[Region], output: str | None, force: bool
         stream(src, patches)
     else:
         write_copy(src, output, patches, force=force)
+
+
+def _copy_file_range_all(in_fd: int, out_fd: int, src_off: int, count: int) -> None:
+    dst_off = os.lseek(out_fd, 0, os.SEEK_CUR)
+    done = 0
+    try:
+        while done < count:
+            n = os.copy_file_range(in_fd, out_fd, count - done, src_off + done, dst_off + done)
+            if n == 0:
+                raise OSError(f"unexpected end of input at offset {src_off + done}")
+            done += n
+        os.lseek(out_fd, dst_off + done, os.SEEK_SET)
+        return
+    except OSError as e:
+        import errno
+
+        if e.errno not in (errno.EXDEV, errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+            raise
+    os.lseek(out_fd, dst_off + done, os.SEEK_SET)
+    while done < count:
+        buf = os.pread(in_fd, min(_CHUNK, count - done), src_off + done)
+        if not buf:
+            raise OSError(f"unexpected end of input at offset {src_off + done}")
+        _write_all(out_fd, buf)
+        done += len(buf)
+
+
+def extract_pxe(iso, out_dir: str | os.PathLike[str], *, force: bool = False) -> list[Path]:
+    """Copy every file of /images/pxeboot to OUT_DIR/<isostem>-<name>.
+
+    The initramfs gets the embedded initrd (Ignition config, network keyfiles)
+    appended, 4-byte aligned, the way the ISO's boot loader loads
+    ``initrd.img`` + the embed area, so the PXE artifacts boot the same
+    customized live system. (Kernel arguments must go into the PXE config.)
+    Each file is written atomically and never clobbers without ``force``.
+    """
+    from . import cpio
+    from .areas import PXEBOOT_DIR
+    from .iso9660 import IsoNotFound
+
+    fs = iso.fs
+    try:
+        pxe = fs.lookup(PXEBOOT_DIR)
+    except IsoNotFound:
+        raise UserInputError(f"{iso.path}: Unrecognized CoreOS ISO image: no /images/pxeboot") from None
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    stem = Path(iso.path).stem
+    extra = b""
+    if iso.area_in_use:
+        raw = iso.original_area_data
+        extra = raw[:cpio.initrd_extent(raw)]
+    written: list[Path] = []
+    entries = [e for e in fs.list_dir(pxe) if not e.is_dir]
+    for e in entries:
+        dest = out / f"{stem}-{e.name.lower()}"
+        if dest.exists() and not force:
+            raise UserInputError(f"{dest}: file exists", hint="use -f to overwrite")
+    for e in entries:
+        dest = out / f"{stem}-{e.name.lower()}"
+        with fsutil.temp_path_in(dest, force=force) as tmp:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CLOEXEC)
+            try:
+                _copy_file_range_all(fs.fd, fd, e.offset, e.size)
+                if extra and e.name.lower() == "initrd.img":
+                    _write_all(fd, b"\0" * ((4 - e.size % 4) % 4) + extra)
+            finally:
+                os.close(fd)
+        written.append(dest)
+    return written

@@ -1,0 +1,323 @@
+"""``imagebuilder iso ...``: customize CoreOS live ISOs in place (coreos-installer compatible).
+
+Groups: ``ignition``, ``network``, ``kargs``, ``extract``; commands ``reset`` and
+``inspect``. Heavy modules are imported inside the commands so that building
+the CLI stays cheap.
+
+Extension points for other commands (``iso customize``, the ``customize-iso``
+alias, the ``pxe`` group):
+
+* ``iso_app`` / ``extract_app``: the typer apps to add commands to;
+* ``InputIso``, ``OutputOpt``, ``ForceOpt``: shared option/argument types;
+* :func:`open_iso_image` / :func:`write_result` / :func:`check_output_target`:
+  open an ISO and write the patches exactly like every ``iso`` verb does;
+* :data:`EXTRA_REGISTRATIONS`: callables ``(app) -> None`` run by
+  :func:`register` after the ``iso`` group is added.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Optional
+
+import typer
+
+from .common import emit_json
+
+if TYPE_CHECKING:
+    from ..iso.image import IsoImage, Region
+
+_CTX = {"help_option_names": ["-h", "--help"]}
+
+iso_app = typer.Typer(name="iso", no_args_is_help=True, context_settings=_CTX,
+                      help="Customize CoreOS live ISO images in place (coreos-installer compatible).")
+ignition_app = typer.Typer(name="ignition", no_args_is_help=True, context_settings=_CTX,
+                           help="Embed, show or remove the live Ignition config.")
+network_app = typer.Typer(name="network", no_args_is_help=True, context_settings=_CTX,
+                          help="Embed, extract or remove NetworkManager keyfiles for the live system.")
+kargs_app = typer.Typer(name="kargs", no_args_is_help=True, context_settings=_CTX,
+                        help="Modify, reset or show the live kernel arguments.")
+extract_app = typer.Typer(name="extract", no_args_is_help=True, context_settings=_CTX,
+                          help="Extract artifacts from an ISO image.")
+iso_app.add_typer(ignition_app, name="ignition")
+iso_app.add_typer(network_app, name="network")
+iso_app.add_typer(kargs_app, name="kargs")
+iso_app.add_typer(extract_app, name="extract")
+
+# -- shared options -------------------------------------------------------------------
+InputIso = Annotated[Path, typer.Argument(metavar="ISO", help="The CoreOS live ISO image.",
+                                          show_default=False)]
+OutputOpt = Annotated[Optional[str], typer.Option(
+    "--output", "-o", metavar="PATH",
+    help="Write to PATH (or '-' for stdout) instead of modifying ISO in place.")]
+ForceOpt = Annotated[bool, typer.Option("--force", "-f",
+                                        help="Overwrite existing customizations / output file.")]
+
+EXTRA_REGISTRATIONS: list[Callable[[typer.Typer], None]] = []
+
+
+def check_output_target(output: str | None, force: bool) -> None:
+    """Fail early (before any work) on a terminal stdout or an existing -o file."""
+    from ..errors import UserInputError
+    from ..iso.write import check_stdout_not_tty
+
+    if output == "-":
+        check_stdout_not_tty()
+    elif output is not None and Path(output).exists() and not force:
+        raise UserInputError(f"{output}: file exists", hint="use -f to overwrite")
+
+
+def open_iso_image(path: Path) -> IsoImage:
+    from ..iso.image import IsoImage
+
+    return IsoImage.open(path)
+
+
+def write_result(iso: IsoImage, patches: list[Region], output: str | None,
+                 force: bool = False) -> None:
+    """Apply patches: in place (output None), to stdout ('-') or to a new file."""
+    from ..iso.write import write_result as _write
+
+    _write(iso, patches, output, force)
+
+
+def _modify(input_iso: Path, output: str | None, force: bool,
+            mutate: Callable[[IsoImage], None]) -> None:
+    check_output_target(output, force)
+    with open_iso_image(input_iso) as iso:
+        mutate(iso)
+        write_result(iso, iso.patches(), output, force)
+
+
+def _write_stdout(data: bytes) -> None:
+    sys.stdout.flush()
+    sys.stdout.buffer.write(data)
+    sys.stdout.buffer.flush()
+
+
+# -- ignition ----------------------------------------------------------------------------
+@ignition_app.command("embed")
+def ignition_embed(
+    input_iso: InputIso,
+    ignition_file: Annotated[Optional[Path], typer.Option(
+        "--ignition-file", "-i", metavar="FILE",
+        help="Ignition config to embed [default: stdin].")] = None,
+    output: OutputOpt = None,
+    force: ForceOpt = False,
+) -> None:
+    """Embed an Ignition config in an ISO image."""
+    from ..errors import UserInputError
+    from ..fsutil import read_input
+
+    config = read_input(ignition_file if ignition_file is not None else "-", "Ignition config")
+
+    def mutate(iso: IsoImage) -> None:
+        if iso.has_ignition and not force:
+            raise UserInputError(
+                "This ISO image already has an embedded Ignition config; use -f to force.")
+        iso.set_ignition(config)
+
+    _modify(input_iso, output, force, mutate)
+
+
+@ignition_app.command("show")
+def ignition_show(input_iso: InputIso) -> None:
+    """Show the embedded Ignition config of an ISO image."""
+    from ..errors import UserInputError
+
+    with open_iso_image(input_iso) as iso:
+        config = iso.ignition
+    if config is None:
+        raise UserInputError("No embedded Ignition config.")
+    _write_stdout(config)
+
+
+@ignition_app.command("remove")
+def ignition_remove(input_iso: InputIso, output: OutputOpt = None, force: ForceOpt = False) -> None:
+    """Remove an existing embedded Ignition config from an ISO image (keeps network settings)."""
+    _modify(input_iso, output, force, lambda iso: iso.remove_ignition())
+
+
+# -- network -----------------------------------------------------------------------------
+@network_app.command("embed")
+def network_embed(
+    input_iso: InputIso,
+    keyfile: Annotated[list[Path], typer.Option(
+        "--keyfile", "-k", metavar="PATH",
+        help="NetworkManager keyfile to embed (repeatable).")],
+    output: OutputOpt = None,
+    force: ForceOpt = False,
+) -> None:
+    """Embed NetworkManager keyfiles for the live system's initramfs."""
+    from ..errors import UserInputError
+    from ..fsutil import read_input
+
+    files = [(p.name, read_input(p, "keyfile")) for p in keyfile]
+
+    def mutate(iso: IsoImage) -> None:
+        if not iso.features.live_initrd_network:
+            raise UserInputError("This OS image does not support customizing network settings.")
+        if iso.has_network and not force:
+            raise UserInputError(
+                "This ISO image already has embedded network settings; use -f to force.")
+        iso.remove_network()
+        iso.add_network_keyfiles(files)
+
+    _modify(input_iso, output, force, mutate)
+
+
+@network_app.command("extract")
+def network_extract(
+    input_iso: InputIso,
+    directory: Annotated[Optional[Path], typer.Option(
+        "--directory", "-C", metavar="DIR",
+        help="Write the keyfiles into DIR [default: print them to stdout].")] = None,
+) -> None:
+    """Extract the embedded NetworkManager keyfiles."""
+    import os
+
+    from ..errors import UserInputError
+
+    with open_iso_image(input_iso) as iso:
+        files = iso.network_files
+    if not files:
+        raise UserInputError("No embedded network settings.")
+    if directory is not None:
+        directory.mkdir(parents=True, exist_ok=True)
+        for name, data in files.items():
+            dest = directory / name
+            try:
+                fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+            except FileExistsError:
+                raise UserInputError(f"{dest}: file exists") from None
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            print(dest)
+        return
+    out = []
+    for i, (name, data) in enumerate(files.items()):
+        if i:
+            out.append(b"\n")
+        out.append(f"########## {name} ##########\n".encode())
+        out.append(data)
+    _write_stdout(b"".join(out))
+
+
+@network_app.command("remove")
+def network_remove(input_iso: InputIso, output: OutputOpt = None, force: ForceOpt = False) -> None:
+    """Remove the embedded network settings (keeps the Ignition config)."""
+    _modify(input_iso, output, force, lambda iso: iso.remove_network())
+
+
+# -- kargs -------------------------------------------------------------------------------
+@kargs_app.command("modify")
+def kargs_modify(
+    input_iso: InputIso,
+    append: Annotated[Optional[list[str]], typer.Option(
+        "--append", "-a", metavar="KARG", help="Kernel argument to append (repeatable).")] = None,
+    delete: Annotated[Optional[list[str]], typer.Option(
+        "--delete", "-d", metavar="KARG", help="Kernel argument to delete (repeatable).")] = None,
+    replace: Annotated[Optional[list[str]], typer.Option(
+        "--replace", "-r", metavar="KARG=OLDVAL=NEWVAL",
+        help="Kernel argument to replace (repeatable).")] = None,
+    output: OutputOpt = None,
+    force: ForceOpt = False,
+) -> None:
+    """Modify the live kernel arguments (delete, then append, then replace)."""
+    _modify(input_iso, output, force, lambda iso: iso.modify_kargs(
+        append=append or [], delete=delete or [], replace=replace or []))
+
+
+@kargs_app.command("reset")
+def kargs_reset(input_iso: InputIso, output: OutputOpt = None, force: ForceOpt = False) -> None:
+    """Reset the live kernel arguments to their defaults."""
+    _modify(input_iso, output, force, lambda iso: iso.reset_kargs())
+
+
+@kargs_app.command("show")
+def kargs_show(
+    input_iso: InputIso,
+    default: Annotated[bool, typer.Option("--default", "-d",
+                                          help="Show the default kernel arguments.")] = False,
+) -> None:
+    """Show the live kernel arguments."""
+    with open_iso_image(input_iso) as iso:
+        print(iso.default_kargs if default else iso.kargs)
+
+
+# -- whole image -------------------------------------------------------------------------
+@iso_app.command("reset")
+def iso_reset(input_iso: InputIso, output: OutputOpt = None, force: ForceOpt = False) -> None:
+    """Restore the ISO to its pristine state: no embedded files, default kernel arguments."""
+    _modify(input_iso, output, force, lambda iso: iso.reset())
+
+
+@iso_app.command("inspect")
+def iso_inspect(
+    input_iso: InputIso,
+    json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Show everything known about an ISO's embed areas and customizations."""
+    with open_iso_image(input_iso) as iso:
+        info = iso.inspect()
+    if json_out:
+        emit_json(info)
+        return
+    a = info["ignition_area"]
+    lines = [
+        f"ISO:            {info['path']} ({info['size']} bytes)",
+        f"Volume ID:      {info['volume_id']}",
+        f"Customized:     {'yes' if info['customized'] else 'no'}",
+        f"Ignition area:  offset {a['offset']}, length {a['length']} "
+        f"(via {a['source']}{', in ' + a['file'] if a['file'] else ''}), "
+        f"{'in use' if a['in_use'] else 'empty'}",
+    ]
+    k = info["kargs"]
+    if k is None:
+        lines.append("Kernel args:    not customizable (no karg embed areas)")
+    else:
+        areas = ", ".join(f"{r['offset']}" + (f" ({r['file']})" if r["file"] else "")
+                          for r in k["areas"])
+        lines += [f"Kargs areas:    {k['size']} bytes each at {areas} (via {k['source']})",
+                  f"Default kargs:  {k['default']}",
+                  f"Current kargs:  {k['current']}"]
+    f = info["features"]
+    feats = [n for n in ("installer-config", "live-initrd-network") if f[n]]
+    if f["installer-config-directives"]:
+        feats.append("installer-config-directives(" +
+                     ",".join(sorted(d for d, v in f["installer-config-directives"].items() if v))
+                     + ")")
+    lines.append(f"Features:       {', '.join(feats) if feats else 'none'}")
+    files = info["embedded"]["files"]
+    lines.append(f"Embedded files: {len(files)}")
+    for e in files:
+        lines.append(f"  {e['path']}  {e['size']} bytes  {e['mode']}  sha256:{e['sha256']}")
+    print("\n".join(lines))
+
+
+@extract_app.command("pxe")
+def extract_pxe(
+    input_iso: InputIso,
+    output_dir: Annotated[Path, typer.Option("--output-dir", "-o", metavar="DIR",
+                                             help="Output directory.")] = Path("."),
+    force: ForceOpt = False,
+) -> None:
+    """Extract the PXE kernel, initramfs and rootfs (<isoname>-vmlinuz, -initrd.img, -rootfs.img)."""
+    from ..iso.write import extract_pxe as _extract
+
+    with open_iso_image(input_iso) as iso:
+        for p in _extract(iso, output_dir, force=force):
+            print(p)
+        if iso.kargs_supported and iso.kargs != iso.default_kargs:
+            from .common import info
+
+            info(f"note: the ISO's live kernel arguments are not part of the PXE artifacts; "
+                 f"put them in the PXE config: {iso.kargs}")
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(iso_app, name="iso")
+    for extra in EXTRA_REGISTRATIONS:
+        extra(app)
