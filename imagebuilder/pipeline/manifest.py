@@ -345,7 +345,7 @@ def from_definition(d: Definition, index: StageIndex | None = None) -> Manifest:
                 "console": list(d.console),
                 "ignition_firstboot": ign.firstboot,
             }, {"repo": "commit"}),
-            Stage("org.imagebuilder.grub.config", {"ignition_firstboot": ign.firstboot}),
+            Stage("org.imagebuilder.grub.config", {"firstboot": ign.firstboot, "console": list(d.console)}),
         )),
         Pipeline("image", (Stage("org.imagebuilder.disk.image", {
             "size": _size_str(d.disk.size),
