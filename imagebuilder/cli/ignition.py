@@ -42,5 +42,58 @@ def validate(
             + (" (--strict: warnings count)" if strict else "") + f": {', '.join(failed)}")
 
 
+@ignition_app.command("merge")
+def merge(
+    base: Path = typer.Argument(..., metavar="BASE", help="The base config ('-' reads stdin)."),
+    children: list[Path] = typer.Argument(..., metavar="CHILD...", help="Configs merged over BASE, in order."),
+    output: Path | None = typer.Option(None, "--output", "-o", help="Write here instead of stdout."),
+    force: bool = typer.Option(False, "--force", "-f", help="Overwrite OUTPUT if it exists."),
+) -> None:
+    """Render the config Ignition applies when BASE lists the CHILDren in
+    ignition.config.merge (Ignition's merge rules; output at spec 3.6.0)."""
+    import json
+
+    from ..fsutil import read_input, write_atomic
+    from ..ignition.merge import merge_bytes
+    from .common import info
+
+    if output is not None and output.exists() and not force:
+        from ..errors import UserInputError
+
+        raise UserInputError(f"{output}: file exists", hint="use --force (-f) to overwrite")
+    base_raw = read_input(base, "Ignition config")
+    kids = [(read_input(c, "Ignition config"), str(c)) for c in children]
+    result = merge_bytes(base_raw, kids, base_name=str(base))
+    for w in result.warnings:
+        info(f"warning: {w}")
+    text = json.dumps(result.config, indent=2, ensure_ascii=False) + "\n"
+    if output is None:
+        typer.echo(text, nl=False)
+    else:
+        write_atomic(output, text, force=force)
+        info(f"wrote {output}")
+
+
+@ignition_app.command("show")
+def show(
+    file: Path = typer.Argument(..., metavar="FILE", help="Ignition config ('-' reads stdin)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the decoded config as JSON."),
+) -> None:
+    """Show a config the way a person reads it: decoded file contents, units, users,
+    kernel arguments, storage; remote sources listed, never fetched. Warns about
+    certificates that are expired or expire within 24 hours."""
+    from ..fsutil import read_input
+    from ..ignition.show import describe, render_text
+    from .common import emit_json, info, stdout_console
+
+    report = describe(read_input(file, "Ignition config"), source=str(file))
+    for w in report.warnings:
+        info(f"warning: {w}")
+    if as_json:
+        emit_json(report.doc)
+    else:
+        render_text(report.doc, stdout_console())
+
+
 def register(app: typer.Typer) -> None:
     app.add_typer(ignition_app, name="ignition")

@@ -70,12 +70,9 @@ def parse_data_url(url: str, *, where: str = "source") -> DataURL:
 
 def _b64decode(raw: bytes, where: str) -> bytes:
     cleaned = b"".join(raw.split())  # tolerate line breaks inside the payload
+    cleaned = cleaned.translate(bytes.maketrans(b"-_", b"+/"))  # and the URL-safe alphabet
     try:
-        return base64.b64decode(cleaned + b"=" * (-len(cleaned) % 4), validate=True)
-    except (binascii.Error, ValueError):
-        pass
-    try:  # URL-safe alphabet
-        return base64.urlsafe_b64decode(cleaned + b"=" * (-len(cleaned) % 4))
+        return base64.b64decode(cleaned.rstrip(b"=") + b"=" * (-len(cleaned.rstrip(b"=")) % 4), validate=True)
     except (binascii.Error, ValueError) as e:
         raise InvalidConfigError(f"{where}: data URL has invalid base64: {e}") from None
 

@@ -70,14 +70,11 @@ def describe_resource(res: Mapping[str, Any] | None, where: str) -> dict[str, An
     return out
 
 
-def _owner(o: Mapping[str, Any] | None) -> str | None:
+def _owner(o: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """``{"id": 0}`` / ``{"name": "core"}`` (both kept if both are set), or None."""
     if not o:
         return None
-    if o.get("name") is not None:
-        return str(o["name"])
-    if o.get("id") is not None:
-        return str(o["id"])
-    return None
+    return {k: o[k] for k in ("id", "name") if o.get(k) is not None} or None
 
 
 def _mode(m: Any) -> str | None:
@@ -228,8 +225,13 @@ def render_text(doc: Mapping[str, Any], console: Any) -> None:
         for ln in text.rstrip("\n").split("\n") if text else []:
             console.print(" " * indent + ln, soft_wrap=True, highlight=False, markup=False)
 
+    def fmt(v: Any) -> str:
+        if isinstance(v, dict) and set(v) <= {"id", "name"}:  # an owner
+            return " / ".join(f"{v[k]}" if k == "name" else f"id {v[k]}" for k in ("name", "id") if k in v)
+        return str(v)
+
     def attrs(d: Mapping[str, Any], keys: list[str]) -> str:
-        return ", ".join(f"{k} {d[k]}" if not isinstance(d[k], bool) else (k if d[k] else f"{k}=false")
+        return ", ".join(f"{k} {fmt(d[k])}" if not isinstance(d[k], bool) else (k if d[k] else f"{k}=false")
                          for k in keys if k in d)
 
     def resource_summary(r: Mapping[str, Any] | None) -> str:
