@@ -63,21 +63,28 @@ def parse_pem_bundle(data: bytes, where: str) -> list[CertInfo]:
     return out
 
 
-def config_certificates(config: Mapping[str, Any]) -> list[CertInfo]:
-    """Certificates in CA entries and in inline files of a (3.x) config."""
+def config_certificates(config: Mapping[str, Any], problems: list[str] | None = None) -> list[CertInfo]:
+    """Certificates in CA entries and in inline files of a (3.x) config.
+
+    Undecodable resources and unparsable certificates raise InvalidConfigError, or,
+    when ``problems`` is given, are described there and skipped.
+    """
     found: list[CertInfo] = []
     ign = config.get("ignition") or {}
     cas = ((ign.get("security") or {}).get("tls") or {}).get("certificateAuthorities") or []
-    for i, ca in enumerate(cas):
-        where = f"ignition.security.tls.certificateAuthorities[{i}]"
-        data = decode.decode_contents(ca, where=where)
-        if data is not None:
-            found += parse_pem_bundle(data, where)
-    for i, f in enumerate((config.get("storage") or {}).get("files") or []):
-        where = f"storage.files[{i}] ({f.get('path')})"
-        data = decode.decode_contents(f.get("contents"), where=where)
-        if data is not None and has_pem_certificate(data):
-            found += parse_pem_bundle(data, where)
+    sources: list[tuple[str, Any, bool]] = [
+        (f"ignition.security.tls.certificateAuthorities[{i}]", ca, True) for i, ca in enumerate(cas)]
+    sources += [(f"storage.files[{i}] ({f.get('path')})", f.get("contents"), False)
+                for i, f in enumerate((config.get("storage") or {}).get("files") or [])]
+    for where, res, is_ca in sources:
+        try:
+            data = decode.decode_contents(res, where=where)
+            if data is not None and (is_ca or has_pem_certificate(data)):
+                found += parse_pem_bundle(data, where)
+        except InvalidConfigError as e:
+            if problems is None:
+                raise
+            problems.append(e.message)
     return found
 
 

@@ -47,8 +47,11 @@ def describe_resource(res: Mapping[str, Any] | None, where: str) -> dict[str, An
     if src is None:
         out["kind"] = "none"
     elif decode.source_scheme(src) == "data":
-        raw = decode.decode_data_url(src, where=f"{where}.source")
-        data = decode.gunzip(raw, where=where) if comp == "gzip" else raw
+        try:
+            raw = decode.decode_data_url(src, where=f"{where}.source")
+            data = decode.gunzip(raw, where=where) if comp == "gzip" else raw
+        except InvalidConfigError as e:
+            return {"kind": "undecodable", "error": e.message}
         out["kind"] = "inline"
         out["size"] = len(data)
         out["sha256"] = hashlib.sha256(data).hexdigest()
@@ -172,9 +175,12 @@ def describe_config(config: Mapping[str, Any], version: str) -> ShowReport:
     doc["raid"] = [_prune(dict(r)) for r in storage.get("raid") or []]
     doc["disks"] = [_prune(dict(d)) for d in storage.get("disks") or []]
 
-    found = certs.config_certificates(config)
+    problems: list[str] = []
+    found = certs.config_certificates(config, problems)
     doc["certificates"] = [c.to_dict() for c in found]
+    warnings += [p for p in problems if "certificate" in p]  # decode errors are shown per resource
     warnings += certs.expiry_warnings(found)
+    warnings += [r["error"] for r in _undecodable(doc)]
     for name, res in [("ignition.config.replace", replace),
                       *((f"ignition.config.merge[{i}]", r) for i, r in enumerate(iconf.get("merge") or []))]:
         if res and decode.is_remote(res.get("source")) and not (res.get("verification") or {}).get("hash"):
@@ -183,6 +189,20 @@ def describe_config(config: Mapping[str, Any], version: str) -> ShowReport:
     doc.setdefault("version", version)
     doc["warnings"] = warnings
     return ShowReport(doc=doc, warnings=warnings)
+
+
+def _undecodable(doc: Any, where: str = "") -> list[dict[str, str]]:
+    """Resources in a described document that could not be decoded."""
+    found: list[dict[str, str]] = []
+    if isinstance(doc, dict):
+        if doc.get("kind") == "undecodable":
+            return [{"where": where or "config", "error": doc["error"]}]
+        for k, v in doc.items():
+            found += _undecodable(v, f"{where}.{k}" if where else k)
+    elif isinstance(doc, list):
+        for i, v in enumerate(doc):
+            found += _undecodable(v, f"{where}[{i}]")
+    return found
 
 
 def describe(raw: bytes, source: str = "<config>") -> ShowReport:
@@ -245,6 +265,8 @@ def render_text(doc: Mapping[str, Any], console: Any) -> None:
             return s
         if r["kind"] == "none":
             return "no source"
+        if r["kind"] == "undecodable":
+            return f"cannot decode: {r['error']}"
         s = f"{r['size']} bytes"
         if r.get("compression"):
             s += f", {r['compression']}"

@@ -190,6 +190,16 @@ def test_describe_invalid_config_warns_but_shows():
     assert report.warnings[0].startswith("config is not valid")
 
 
+def test_undecodable_contents_are_reported_not_fatal():
+    cfg = {"ignition": {"version": "3.3.0"}, "storage": {"files": [
+        {"path": "/a", "contents": {"source": "data:,not-gzip", "compression": "gzip"}},
+        {"path": "/b", "contents": {"source": "data:,fine"}}]}}
+    report = describe(json.dumps(cfg).encode(), "c.ign")
+    assert report.doc["files"][0]["contents"]["kind"] == "undecodable"
+    assert report.doc["files"][1]["contents"]["text"] == "fine"
+    assert any("storage.files[0].contents" in w and "not valid gzip" in w for w in report.warnings)
+
+
 # --------------------------------------------------------------------------- CLI
 
 
