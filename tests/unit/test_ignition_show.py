@@ -236,3 +236,20 @@ def test_cli_show_stdin_and_errors(cli):
     assert p.returncode == 3 and b"not valid JSON" in p.stderr
     p = cli("ignition", "show", "/nonexistent.ign")
     assert p.returncode == 2
+
+
+def test_cli_show_storage_sections(cli):
+    corpus = EXAMPLE.parent / "merge"
+    for case, needles in {
+        "08-luks-clevis": ["LUKS devices (2)", "root", "options: --cipher aes-xts-plain64", "keyFile: 10 bytes, sha256"],
+        "06-disks-partitions": ["Disks (2)", "/dev/vda", "partition number=4, label=root, sizeMiB=8192"],
+        "09-raid": ["RAID (2)", "md-data", "devices: /dev/vdb /dev/vdc"],
+        "07-filesystems": ["Filesystems (2)", "/dev/disk/by-partlabel/var", "format: xfs", "mountOptions: noatime"],
+        "02-node-path-collisions": ["Links (2)", "/etc/c -> /etc/a (symlink)", "Directories (2)"],
+    }.items():
+        p = cli("ignition", "show", str(corpus / case / "base.ign"))
+        assert p.returncode == 0, p.stderr.decode()
+        out = p.stdout.decode()
+        for needle in needles:
+            assert needle in out, (case, needle, out)
+        assert "secret-key" not in out  # LUKS key material is never printed
