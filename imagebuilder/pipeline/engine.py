@@ -372,8 +372,9 @@ class Engine:
     def _export(self, trees: dict[str, Path], staging: Path) -> list[dict[str, Any]]:
         out = []
         for a in self.resolved.manifest.artifacts:
-            src = trees[a.pipeline] / a.path
-            if not src.is_file():
+            root = Path(os.path.realpath(trees[a.pipeline]))
+            src = Path(os.path.realpath(root / a.path))  # symlinks must stay inside the tree
+            if not src.is_relative_to(root) or not src.is_file():
                 raise BadImageError(
                     f"artifact {a.name}: pipeline {a.pipeline!r} produced no file {a.path!r}")
             self.progress.message(f"exporting {a.name}")

@@ -155,7 +155,8 @@ def extract_member(tar: tarfile.TarFile, member: tarfile.TarInfo, root: Path,
         if os.path.islink(root / member.linkname):
             # link() would follow it (AT_SYMLINK_FOLLOW) and could pull in a host file
             raise UnsafeArchiveError(f"hard link {rel!r} points at the symlink {member.linkname!r}")
-    kwargs = {"set_attrs": True, "numeric_owner": True}
+    # a hard link shares its target's inode: its own header must not re-chmod/chown it
+    kwargs = {"set_attrs": not member.islnk(), "numeric_owner": True}
     if hasattr(tarfile, "fully_trusted_filter"):
         kwargs["filter"] = "fully_trusted"  # our own checks above replace the stdlib filter
     tar.extract(member, root, **kwargs)
