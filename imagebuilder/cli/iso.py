@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Annotated, Optional
 import typer
 
 from .common import emit_json
+from . import pxe as _cz  # the customize flags, shared with pxe customize
 
 if TYPE_CHECKING:
     from ..iso.image import IsoImage, Region
@@ -317,7 +318,40 @@ def extract_pxe(
                  f"put them in the PXE config: {iso.kargs}")
 
 
+# -- customize (owned by the customize layer: imagebuilder/iso/customize.py) ------------
+@iso_app.command("customize")
+def iso_customize(
+    input_iso: InputIso,
+    output: OutputOpt = None,
+    force: ForceOpt = False,
+    dest_ignition: _cz.DestIgnition = None, dest_device: _cz.DestDevice = None,
+    dest_console: _cz.DestConsole = None, dest_karg_append: _cz.DestKargAppend = None,
+    dest_karg_delete: _cz.DestKargDelete = None, network_keyfile: _cz.NetworkKeyfile = None,
+    network_nmstate: _cz.NetworkNmstate = None, ignition_ca: _cz.IgnitionCA = None,
+    pre_install: _cz.PreInstall = None, post_install: _cz.PostInstall = None,
+    installer_config: _cz.InstallerConfig = None, live_ignition: _cz.LiveIgnition = None,
+    live_karg_append: _cz.LiveKargAppend = None, live_karg_replace: _cz.LiveKargReplace = None,
+    live_karg_delete: _cz.LiveKargDelete = None,
+) -> None:
+    """Customize a live ISO: install options, Ignition, network, live kargs (like coreos-installer)."""
+    from ..iso.customize import customize_iso
+    from .common import info
+
+    c = _cz.customizations_from_options(
+        dest_ignition=dest_ignition, dest_device=dest_device, dest_console=dest_console,
+        dest_karg_append=dest_karg_append, dest_karg_delete=dest_karg_delete,
+        network_keyfile=network_keyfile, network_nmstate=network_nmstate, ignition_ca=ignition_ca,
+        pre_install=pre_install, post_install=post_install, installer_config=installer_config,
+        live_ignition=live_ignition, live_karg_append=live_karg_append,
+        live_karg_replace=live_karg_replace, live_karg_delete=live_karg_delete)
+    check_output_target(output, force)
+    with open_iso_image(input_iso) as iso:
+        customize_iso(iso, c, force=force, notes=info)
+        write_result(iso, iso.patches(), output, force)
+
+
 def register(app: typer.Typer) -> None:
     app.add_typer(iso_app, name="iso")
+    app.command("customize-iso", help="Alias of 'iso customize'.")(iso_customize)
     for extra in EXTRA_REGISTRATIONS:
         extra(app)

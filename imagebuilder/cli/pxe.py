@@ -12,16 +12,21 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Annotated, BinaryIO
+from typing import TYPE_CHECKING, Annotated, BinaryIO
 
 import typer
 
 from ..errors import UserInputError
 from ..fsutil import atomic_output
-from ..iso import cpio
-from ..iso.customize import (INITRD_FEATURES_PATH, INITRD_IGNITION_PATH, INITRD_NETWORK_DIR,
-                             Customizations, build_initrd_members, features_from_json)
 from . import common
+
+if TYPE_CHECKING:
+    from ..iso.customize import Customizations
+
+# (library modules are imported inside the functions: building the CLI stays cheap)
+INITRD_IGNITION_PATH = "config.ign"
+INITRD_NETWORK_DIR = "etc/coreos-firstboot-network"
+INITRD_FEATURES_PATH = "etc/coreos/features.json"
 
 LIVE_STAMP = "etc/coreos-live-initramfs"
 PXE_KARGS_WARNING = ("PXE configuration must include kernel arguments: "
@@ -58,6 +63,13 @@ InstallerConfig = Annotated[list[str] | None, typer.Option(
     "--installer-config", metavar=_P, help="coreos-installer config file (repeatable).")]
 LiveIgnition = Annotated[list[str] | None, typer.Option(
     "--live-ignition", metavar=_P, help="Ignition config merged into the live system's config (repeatable).")]
+LiveKargAppend = Annotated[list[str] | None, typer.Option(
+    "--live-karg-append", metavar="ARG", help="Kernel argument to add to the live system (repeatable).")]
+LiveKargReplace = Annotated[list[str] | None, typer.Option(
+    "--live-karg-replace", metavar="K=OLD=NEW",
+    help="Replace a default live kernel argument's value (repeatable).")]
+LiveKargDelete = Annotated[list[str] | None, typer.Option(
+    "--live-karg-delete", metavar="ARG", help="Default live kernel argument to delete (repeatable).")]
 
 
 def customizations_from_options(
@@ -70,6 +82,8 @@ def customizations_from_options(
     live_karg_append: list[str] | None = None, live_karg_replace: list[str] | None = None,
     live_karg_delete: list[str] | None = None,
 ) -> Customizations:
+    from ..iso.customize import Customizations
+
     def t(v: list[str] | None) -> tuple[str, ...]:
         return tuple(v or ())
 
@@ -91,6 +105,9 @@ def customize_initrd(initrd: bytes, c: Customizations, *, where: str = "initramf
 
     Refuses an initramfs that is not a CoreOS live one or that is already customized.
     """
+    from ..iso import cpio
+    from ..iso.customize import build_initrd_members, features_from_json
+
     members = cpio.read_initrd(initrd)
     if LIVE_STAMP not in members:
         raise UserInputError(f"{where}: not a CoreOS live initramfs image")
@@ -135,6 +152,8 @@ def _emit(output: str | None, chunks: list[bytes], *, force: bool) -> None:
 # --- commands -------------------------------------------------------------------------------
 
 def register(app: typer.Typer) -> None:
+    from ..iso import cpio
+
     pxe = typer.Typer(help="Customize CoreOS live PXE initramfs images.", no_args_is_help=True)
     ign = typer.Typer(help="Wrap an Ignition config in an initrd for PXE booting.", no_args_is_help=True)
     net = typer.Typer(help="Wrap NetworkManager keyfiles in an initrd for PXE booting.",

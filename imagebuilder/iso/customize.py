@@ -33,6 +33,8 @@ from ..errors import BadImageError, InvalidConfigError, UserInputError
 from ..ignition.builder import ConfigBuilder
 from . import nmstate
 from .areas import OsFeatures
+from .image import IsoImage, embed_initrd_members
+from .kargs import modify_kargs
 
 INITRD_IGNITION_PATH = "config.ign"
 INITRD_NETWORK_DIR = "etc/coreos-firstboot-network"
@@ -333,6 +335,15 @@ class _Config:
         return self.b.to_dict()
 
 
+def _check_not_repeated(cfg: dict[str, Any], seen: Sequence[tuple[dict[str, Any], str]],
+                        path: str, flag: str) -> None:
+    """Ignition rejects two identical ``merge`` entries ("duplicate entry defined")."""
+    for other, other_path in seen:
+        if other == cfg:
+            raise UserInputError(f"{flag} {path}: same config as {other_path}; Ignition rejects "
+                                 "duplicate merge entries")
+
+
 def plan(c: Customizations, features: OsFeatures | None = None) -> Plan:
     """Apply the flags in coreos-installer's order; raise on the first problem.
 
@@ -363,7 +374,9 @@ def plan(c: Customizations, features: OsFeatures | None = None) -> Plan:
         serial += 1
 
     for path in c.dest_ignition:
-        user_dest.append((parse_user_ignition(_read(path), path), path))
+        cfg = parse_user_ignition(_read(path), path)
+        _check_not_repeated(cfg, user_dest, path, "--dest-ignition")
+        user_dest.append((cfg, path))
     if c.dest_device is not None:
         installer_conf()["dest-device"] = c.dest_device
     for console in c.dest_console:
@@ -405,8 +418,11 @@ def plan(c: Customizations, features: OsFeatures | None = None) -> Plan:
         data = _read(path)
         parse_installer_config(data, path)
         add_installer_file(_filename(path), data)
+    seen_live: list[tuple[dict[str, Any], str]] = []
     for path in c.live_ignition:
         cfg = parse_user_ignition(_read(path), path)
+        _check_not_repeated(cfg, seen_live, path, "--live-ignition")
+        seen_live.append((cfg, path))
         live.merge_config(serialize_config(cfg))
 
     if user_dest:
@@ -468,3 +484,26 @@ def check_features(c: Customizations, features: OsFeatures, *, has_kargs_area: b
     if c.has_live_kargs and not has_kargs_area:
         raise UserInputError(MSG_NO_LIVE_KARGS)
     plan(c, features)  # raises the same errors coreos-installer does, in its order
+
+
+def customize_iso(iso: IsoImage, c: Customizations, *, force: bool = False,
+                  notes: Callable[[str], None] | None = None) -> None:
+    """Apply ``c`` to an opened ISO in memory (write with ``iso.patches()`` afterwards).
+
+    As coreos-installer: refuses an already customized ISO unless ``force``; the embedded
+    initrd is replaced as a whole; live kargs are edited starting from the image's
+    *default* kargs (so ``force`` on a customized ISO gives pristine + these flags).
+    """
+    if not force and iso.is_customized:
+        raise UserInputError("This ISO image is already customized; use -f to force.")
+    if c.has_live_kargs and not iso.kargs_supported:
+        raise UserInputError(MSG_NO_LIVE_KARGS)
+    members = build_initrd_members(c, iso.features, notes=notes)
+    current = {p: m.data for p, m in iso.members.items()}
+    if members != current or iso.area_in_use != bool(members):
+        embed_initrd_members(iso, members, replace=True)
+    if iso.kargs_supported:
+        kargs = modify_kargs(iso.default_kargs, append=c.live_karg_append,
+                             delete=c.live_karg_delete, replace=c.live_karg_replace)
+        if kargs != iso.kargs:
+            iso.set_kargs(kargs)

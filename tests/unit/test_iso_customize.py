@@ -275,6 +275,9 @@ def test_old_image_still_takes_hooks_and_live_configs(fx: Path):
     (dict(installer_config=("dest.bu",)), "parsing installer config .*unknown field `variant`"),
     (dict(live_ignition=("dest.bu",)), "parsing Ignition config"),
     (dict(pre_install=("no-such-file",)), "reading .*no-such-file"),
+    (dict(dest_ignition=("dest.ign", "dest-2.ign", "dest.ign")),
+     "--dest-ignition .*dest.ign: same config as .*dest.ign; Ignition rejects duplicate merge entries"),
+    (dict(live_ignition=("live.ign", "live.ign")), "--live-ignition .*: same config as"),
 ])
 def test_arg_restrictions(fx: Path, kw, msg):
     kw = {k: tuple(str(fx / p) for p in v) for k, v in kw.items()}
