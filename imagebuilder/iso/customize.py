@@ -187,6 +187,14 @@ def normalize_console(spec: str) -> str:
                          hint="use e.g. ttyS0,115200n8, ttyAMA0, tty0, hvc0 or ttysclp0")
 
 
+def _is_console(spec: str) -> bool:
+    try:
+        normalize_console(spec)
+    except UserInputError:
+        return False
+    return True
+
+
 # ---------------------------------------------------------------------------
 # Reading and checking inputs
 
@@ -387,6 +395,14 @@ def plan(c: Customizations, features: OsFeatures | None = None) -> Plan:
         installer_conf().setdefault("append-karg", []).append(arg)
     for arg in c.dest_karg_delete:
         installer_conf().setdefault("delete-karg", []).append(arg)
+    console_args = [a[len("console="):] for a in c.dest_karg_append if a.startswith("console=")]
+    if (console_args and all(_is_console(a) for a in console_args)
+            and feats.installer_config_directives.get("console", False)):
+        notes.append(
+            "Note: consider using "
+            + " ".join(f'"--dest-console {a}"' for a in console_args) + " instead of "
+            + " ".join(f'"--dest-karg-append console={a}"' for a in console_args)
+            + " to configure both kernel and bootloader consoles.")
     for path in c.network_keyfile:
         if not feats.live_initrd_network:
             raise UserInputError(MSG_NO_NETWORK)

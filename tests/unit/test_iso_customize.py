@@ -167,6 +167,20 @@ def test_single_dest_config_is_embedded_as_is(fx: Path):
                     "dest-device": "/dev/vda"}
 
 
+def test_console_karg_note(fx: Path):
+    notes: list[str] = []
+    cz.build_initrd_members(Customizations(dest_karg_append=("console=ttyS0,115200", "quiet")),
+                            notes=notes.append)
+    assert notes == [
+        'Note: consider using "--dest-console ttyS0,115200" instead of '
+        '"--dest-karg-append console=ttyS0,115200" to configure both kernel and bootloader consoles.',
+        "Boot media will automatically run installer."]
+    notes.clear()
+    cz.build_initrd_members(Customizations(dest_karg_append=("console=ttyS0,115200", "console=weird")),
+                            notes=notes.append)
+    assert notes == ["Boot media will automatically run installer."]
+
+
 def test_single_dest_config_with_ca_gets_wrapped(fx: Path):
     c = Customizations(dest_ignition=(str(fx / "dest-2.ign"),), ignition_ca=(str(fx / "cert.pem"),))
     dest = json.loads(files(live(c))["/etc/coreos/dest.ign"][0])
