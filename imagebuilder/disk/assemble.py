@@ -89,8 +89,9 @@ def _check_sysroot(sysroot: Path) -> None:
 
 
 def build_disk(sysroot: Path, out: Path, opts: DiskOptions, workdir: Path, *,
-               epoch: int = 0) -> dict:
-    """Build ``out`` (raw, sparse) from ``sysroot``. Returns the ``disk`` record."""
+               epoch: int = 0, timings: dict[str, float] | None = None) -> dict:
+    """Build ``out`` (raw, sparse) from ``sysroot``. Returns the ``disk`` record (a pure
+    function of the inputs); per-step seconds go into ``timings`` if given."""
     _check_sysroot(sysroot)
     if not (opts.want_bios or opts.uefi):
         raise UserInputError("neither bios nor uefi is enabled: the disk would not boot")
@@ -99,8 +100,11 @@ def build_disk(sysroot: Path, out: Path, opts: DiskOptions, workdir: Path, *,
                              hint="set bios: false (UEFI boots such disks)")
     layout: Layout = fcos_layout(opts.size, sector_size=opts.sector_size, seed=opts.seed,
                                  root_fs=opts.root_fs, sizes_mib=opts.sizes_mib)
+    fs.check_fits(sysroot / "boot", layout.size("boot"), "boot partition")
+    fs.check_fits(sysroot / "root", layout.size("root"), "root partition")
     workdir.mkdir(parents=True, exist_ok=True)
-    timings: dict[str, float] = {}
+    if timings is None:
+        timings = {}
     t0 = time.monotonic()
 
     def lap(name: str) -> None:
@@ -164,18 +168,15 @@ def build_disk(sysroot: Path, out: Path, opts: DiskOptions, workdir: Path, *,
         lap("grub-bios")
     os.replace(tmp, out)
     shutil.rmtree(esp_dir)
-    st = os.stat(out)
     record = layout.to_dict()
     record.update({
         "filename": out.name,
         "root_fs": opts.root_fs,
         "seed": opts.seed,
-        "allocated": st.st_blocks * 512,
         "bootloader": {"bios": bios_info is not None, "uefi": opts.uefi,
                        "efi_path": "EFI/BOOT/BOOTX64.EFI" if opts.uefi else None,
                        "grub_cfg": f"/{grub.GRUB_DIR}/grub.cfg", **({"bios_core": bios_info} if bios_info else {})},
         "reproducible": opts.root_fs == "ext4",
-        "timings": timings,
     })
-    log.info("disk %s: %s", out, timings)
+    log.info("disk %s: allocated %d MiB; seconds %s", out, os.stat(out).st_blocks >> 11, timings)
     return record

@@ -58,6 +58,26 @@ def _walk_inodes(src: Path):
             yield rel, st
 
 
+def tree_usage(src: Path) -> tuple[int, int]:
+    """(bytes allocated, inodes) of a tree, counting hard-linked inodes once."""
+    total = n = 0
+    for _rel, st in _walk_inodes(src):
+        total += st.st_blocks * 512 if stat.S_ISREG(st.st_mode) else 4096
+        n += 1
+    return total, n
+
+
+def check_fits(src: Path, size: int, what: str) -> None:
+    """Refuse early, with a useful message, a tree that cannot fit a filesystem of ``size``."""
+    used, inodes = tree_usage(src)
+    # ext4 metadata (inode tables, journal, bitmaps) takes ~5-8 % of a small filesystem
+    need = int(used * 1.1) + inodes * 256 + (16 << 20)
+    if need > size:
+        raise UserInputError(
+            f"{what}: the tree needs about {need >> 20} MiB, the partition has {size >> 20} MiB",
+            hint="make the disk (or that partition) larger")
+
+
 def _debugfs_quote(path: str) -> str:
     return '"' + path.replace('"', '""') + '"'
 
@@ -71,10 +91,11 @@ def normalize_ext4_times(image: Path, src: Path, epoch: int) -> int:
             skipped += 1
             continue
         q = _debugfs_quote(rel)
-        for fld in ("atime", "ctime", "crtime"):
+        # crtime is already fs->now (= E2FSPROGS_FAKE_TIME); the *_extra (nanosecond)
+        # fields are cleared in case a newer mke2fs copies them from the source
+        for fld in ("atime", "ctime"):
             cmds.append(f"sif {q} {fld} @{epoch}")
-        for fld in ("atime_extra", "ctime_extra", "crtime_extra", "mtime_extra"):
-            cmds.append(f"sif {q} {fld} 0")
+            cmds.append(f"sif {q} {fld}_extra 0")
         if st.st_mtime > epoch:
             cmds.append(f"sif {q} mtime @{epoch}")
     if skipped:

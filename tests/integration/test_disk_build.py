@@ -353,3 +353,25 @@ def test_stages_build_a_disk(tmp_path):
     r = _run_stage("org.imagebuilder.disk.image", tmp_path / "image", {"size": "1G"},
                    {"sysroot": tmp_path / "nope"}, tmp_path / "w3")
     assert r.returncode == 1 and "stage failed" in r.stderr and "no boot/" in r.stderr
+
+
+def test_tree_too_big_for_partition(tmp_path):
+    sr = make_sysroot(tmp_path)
+    with open(sr / "root" / "huge.bin", "wb") as f:
+        os.posix_fallocate(f.fileno(), 0, 80 << 20)  # allocated, not written
+    # 600 MiB disk: 513 MiB of fixed partitions leave 86 MiB for root
+    with pytest.raises(UserInputError, match="root partition: the tree needs about"):
+        build_disk(sr, tmp_path / "x.raw", DiskOptions(size="600M"), tmp_path / "w")
+    assert not (tmp_path / "x.raw").exists()
+
+
+def test_record_is_a_function_of_the_inputs(tmp_path):
+    sr = make_sysroot(tmp_path)
+    timings: dict[str, float] = {}
+    r1 = build_disk(sr, tmp_path / "a.raw", DiskOptions(size="700M", seed="rec"), tmp_path / "w1",
+                    epoch=EPOCH, timings=timings)
+    r2 = build_disk(sr, tmp_path / "b.raw", DiskOptions(size="700M", seed="rec"), tmp_path / "w2",
+                    epoch=EPOCH)
+    assert {**r1, "filename": None} == {**r2, "filename": None}
+    assert set(timings) >= {"esp", "boot", "root", "assemble", "grub-bios"}
+    json.dumps(r1)
