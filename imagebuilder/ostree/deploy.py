@@ -13,8 +13,9 @@ How: ``ostree admin init-fs --modern root``, ``os-init``, repo config
 grub2-mkconfig), ``pull-local`` from the input repository, ``ostree admin deploy
 --karg-append=...``. OSTree writes BLS paths relative to /boot (``linux /ostree/...``,
 no ``/boot`` prefix while ``sysroot.bootprefix`` is unset), which is what a separate
-boot partition needs, so we deploy with ``root/boot`` as a plain directory and then
-move its contents to ``boot/``: no mounts involved. The deployment directory's
+boot partition needs. We deploy with a scratch tmpfs on ``root/boot`` (see
+:func:`scratch_boot`: ostree freezes the filesystem holding /boot) and copy its
+contents to ``boot/``; ``root/boot`` stays as the empty mount point. The deployment directory's
 immutable flag (``chattr +i`` by ostree) is cleared so the engine can copy and remove
 the tree; the record lists it for the disk stage to set again.
 
