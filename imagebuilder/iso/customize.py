@@ -31,6 +31,7 @@ import yaml
 
 from ..errors import BadImageError, InvalidConfigError, UserInputError
 from ..ignition.builder import ConfigBuilder
+from ..ignition.validate import validate_config
 from . import nmstate
 from .areas import OsFeatures
 from .image import IsoImage, embed_initrd_members
@@ -213,16 +214,22 @@ def _filename(path: str) -> str:
     return name
 
 
-def parse_user_ignition(data: bytes, where: str) -> dict[str, Any]:
-    """Parse a user's Ignition config (spec 3.x) the way coreos-installer does: parse,
-    don't validate. Errors say "parsing Ignition config <where>"."""
+def parse_user_ignition(data: bytes, where: str,
+                        warn: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Parse and check a user's Ignition config (spec 3.0.0-3.5.0).
+
+    coreos-installer only parses; we also run imagebuilder's validator, so a config
+    Ignition would reject at boot fails here instead. Errors say "parsing Ignition
+    config <where>"; warnings (unused keys...) go to ``warn``.
+    """
     try:
         obj = json.loads(data)
     except (UnicodeDecodeError, ValueError) as e:
         raise UserInputError(f"parsing Ignition config {where}: {e}") from None
     if not isinstance(obj, dict):
         raise UserInputError(f"parsing Ignition config {where}: expected a JSON object")
-    version = (obj.get("ignition") or {}).get("version") if isinstance(obj.get("ignition"), dict) else None
+    ign = obj.get("ignition")
+    version = ign.get("version") if isinstance(ign, dict) else None
     if not isinstance(version, str):
         raise UserInputError(f"parsing Ignition config {where}: missing ignition.version")
     m = re.fullmatch(r"3\.(\d+)\.0(-experimental)?", version)
@@ -230,6 +237,16 @@ def parse_user_ignition(data: bytes, where: str) -> dict[str, Any]:
         raise UserInputError(
             f"parsing Ignition config {where}: unsupported config version {version!r}",
             hint="Ignition spec 3.0.0 to 3.5.0 is accepted; translate Butane configs with butane first")
+    report = validate_config(data, source=where)
+    if report.errors:
+        more = len(report.errors) - 1
+        raise UserInputError(
+            f"parsing Ignition config {where}: {report.errors[0].format()}"
+            + (f" (and {more} more)" if more else ""),
+            hint=f"run: imagebuilder ignition validate {where}")
+    for w in report.warnings:
+        if warn is not None:
+            warn(f"Warning parsing {where}: {w.format()}")
     return obj
 
 
@@ -382,7 +399,7 @@ def plan(c: Customizations, features: OsFeatures | None = None) -> Plan:
         serial += 1
 
     for path in c.dest_ignition:
-        cfg = parse_user_ignition(_read(path), path)
+        cfg = parse_user_ignition(_read(path), path, notes.append)
         _check_not_repeated(cfg, user_dest, path, "--dest-ignition")
         user_dest.append((cfg, path))
     if c.dest_device is not None:
@@ -436,7 +453,7 @@ def plan(c: Customizations, features: OsFeatures | None = None) -> Plan:
         add_installer_file(_filename(path), data)
     seen_live: list[tuple[dict[str, Any], str]] = []
     for path in c.live_ignition:
-        cfg = parse_user_ignition(_read(path), path)
+        cfg = parse_user_ignition(_read(path), path, notes.append)
         _check_not_repeated(cfg, seen_live, path, "--live-ignition")
         seen_live.append((cfg, path))
         live.merge_config(serialize_config(cfg))

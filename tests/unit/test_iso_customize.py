@@ -306,6 +306,21 @@ def test_unsupported_ignition_version(tmp_path: Path):
         cz.build_live_config(Customizations(live_ignition=(str(p),)))
 
 
+def test_user_configs_are_checked(tmp_path: Path):
+    bad = tmp_path / "bad.ign"
+    bad.write_text('{"ignition": {"version": "3.3.0"}, "systemd": {"units": [{"name": "a.service", "enabled": "yes"}]}}')
+    with pytest.raises(UserInputError, match=r"parsing Ignition config .*bad.ign: error at \$.systemd.units.0.enabled"):
+        cz.build_live_config(Customizations(dest_ignition=(str(bad),)))
+    odd = tmp_path / "odd.ign"
+    odd.write_text('{"ignition": {"version": "3.2.0"}, "foo": 1}')
+    notes: list[str] = []
+    m = cz.build_initrd_members(Customizations(live_ignition=(str(odd),)), notes=notes.append)
+    assert notes == [f"Warning parsing {odd}: warning at $.foo, line 1 col 36: unused key foo"]
+    # the user's config is kept as given (spec 3.2.0, unknown key and all) inside the merge entry
+    merged = json.loads(m["config.ign"])["ignition"]["config"]["merge"][0]
+    assert json.loads(resource(merged)) == {"ignition": {"version": "3.2.0"}, "foo": 1}
+
+
 def test_bad_karg_replace():
     with pytest.raises(UserInputError, match="KARG=OLDVAL=NEWVAL"):
         Customizations(live_karg_replace=("foo=bar",))
