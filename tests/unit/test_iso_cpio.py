@@ -128,3 +128,19 @@ def test_garbage_rejected():
         read_initrd(good[:50])
     with pytest.raises(InitrdError, match="path traversal"):
         newc_archive({"/abs": Member(b"")})
+
+
+@pytest.mark.parametrize("size", [0, 1, 333, 70_000, 1_500_000])
+def test_xz_compress_is_exactly_lzma_preset9(size, monkeypatch):
+    """The arena-backed encoder must give lzma.compress(preset=9, CRC32)'s exact bytes."""
+    import random
+
+    from imagebuilder.iso import cpio
+
+    rnd = random.Random(size)
+    data = bytes(rnd.getrandbits(8) for _ in range(size // 3)) + b"ignition " * (size // 13)
+    expected = lzma.compress(data, format=lzma.FORMAT_XZ, check=lzma.CHECK_CRC32, preset=9)
+    assert cpio._arena_xz() is not None  # liblzma is there on every supported system
+    assert xz_compress(data) == expected
+    monkeypatch.setattr(cpio, "_arena_xz", lambda: None)  # the plain fallback agrees
+    assert xz_compress(data) == expected
