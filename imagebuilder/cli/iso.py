@@ -298,6 +298,41 @@ def iso_inspect(
     print("\n".join(lines))
 
 
+# -- deprecated coreos-installer spellings (hidden) ----------------------------------------
+@iso_app.command("embed", hidden=True)
+def iso_embed_deprecated(
+    input_iso: InputIso,
+    config: Annotated[Optional[Path], typer.Option("--config", "-c", "--ignition-file", "-i",
+                                                   metavar="FILE")] = None,
+    output: OutputOpt = None,
+    force: ForceOpt = False,
+) -> None:
+    """Deprecated: use `iso ignition embed`."""
+    from .common import info
+
+    info("`iso embed` is deprecated; use `iso ignition embed`.  Continuing.")
+    ignition_embed(input_iso, config, output, force)
+
+
+@iso_app.command("show", hidden=True)
+def iso_show_deprecated(input_iso: InputIso) -> None:
+    """Deprecated: use `iso ignition show`."""
+    from .common import info
+
+    info("`iso show` is deprecated; use `iso ignition show`.  Continuing.")
+    ignition_show(input_iso)
+
+
+@iso_app.command("remove", hidden=True)
+def iso_remove_deprecated(input_iso: InputIso, output: OutputOpt = None,
+                          force: ForceOpt = False) -> None:
+    """Deprecated: use `iso ignition remove`."""
+    from .common import info
+
+    info("`iso remove` is deprecated; use `iso ignition remove`.  Continuing.")
+    ignition_remove(input_iso, output, force)
+
+
 @extract_app.command("pxe")
 def extract_pxe(
     input_iso: InputIso,
@@ -332,6 +367,18 @@ def iso_customize(
     installer_config: _cz.InstallerConfig = None, live_ignition: _cz.LiveIgnition = None,
     live_karg_append: _cz.LiveKargAppend = None, live_karg_replace: _cz.LiveKargReplace = None,
     live_karg_delete: _cz.LiveKargDelete = None,
+    add_file: Annotated[Optional[list[str]], typer.Option(
+        "--add-file", metavar="SRC:DEST",
+        help="Add (or replace) a file in the ISO; rebuilds it (needs -o). Repeatable.")] = None,
+    karg_append: Annotated[Optional[list[str]], typer.Option(
+        "--karg-append", metavar="KARG",
+        help="ISOs without embed areas: append to every boot entry's kernel line "
+             "(rebuilds; needs -o). Repeatable.")] = None,
+    karg_delete: Annotated[Optional[list[str]], typer.Option(
+        "--karg-delete", metavar="KARG",
+        help="ISOs without embed areas: delete from every kernel line (rebuilds; needs -o).")] = None,
+    volume_id: Annotated[Optional[str], typer.Option(
+        "--volume-id", metavar="LABEL", help="ISOs without embed areas: new volume ID (rebuilds).")] = None,
 ) -> None:
     """Customize a live ISO: install options, Ignition, network, live kargs (like coreos-installer)."""
     from ..iso.customize import customize_iso
@@ -345,6 +392,15 @@ def iso_customize(
         live_ignition=live_ignition, live_karg_append=live_karg_append,
         live_karg_replace=live_karg_replace, live_karg_delete=live_karg_delete)
     check_output_target(output, force)
+    if add_file or karg_append or karg_delete or volume_id is not None:
+        from ..iso.rebuild import customize_rebuild  # the rebuild path (imagebuilder/iso/rebuild.py)
+
+        r = customize_rebuild(input_iso, output, force, add_file=add_file or (),
+                              karg_append=karg_append or (), karg_delete=karg_delete or (),
+                              volume_id=volume_id, embed=c, notes=info)
+        info(f"rebuilt {r.output}: {len(r.added_files)} file(s) added, {r.kernel_lines} kernel "
+             f"line(s) edited in {len(r.edited_configs)} config(s), volume ID {r.volume_id!r}")
+        return
     with open_iso_image(input_iso) as iso:
         customize_iso(iso, c, force=force, notes=info)
         write_result(iso, iso.patches(), output, force)

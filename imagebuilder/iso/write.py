@@ -168,12 +168,22 @@ def write_result(iso, patches: Sequence[Region], output: str | None, force: bool
     ``iso`` is the :class:`~imagebuilder.iso.image.IsoImage` the patches came from.
     """
     src = iso.path
-    if output is None:
-        apply_in_place(src, patches)
-    elif output == "-":
-        stream(src, patches)
-    else:
-        write_copy(src, output, patches, force=force)
+    target = src if output is None else ("stdout" if output == "-" else output)
+    try:
+        if output is None:
+            apply_in_place(src, patches)
+        elif output == "-":
+            stream(src, patches)
+        else:
+            write_copy(src, output, patches, force=force)
+    except BrokenPipeError:
+        raise
+    except OSError as e:
+        raise WriteError(f"writing {target}: {e.strerror or e}") from e
+
+
+class WriteError(UserInputError):
+    """Writing the result failed (disk full, I/O error...); nothing was left behind."""
 
 
 def _copy_file_range_all(in_fd: int, out_fd: int, src_off: int, count: int) -> None:

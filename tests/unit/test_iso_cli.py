@@ -243,3 +243,30 @@ def test_cli_module_imports_lazily():
             "bad = [m for m in sys.modules if m.startswith('imagebuilder.iso')]\n"
             "assert not bad, bad\n")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_deprecated_aliases(ib, iso):
+    orig = sha(iso)
+    r = ib("iso", "embed", iso, input=CONFIG)
+    assert r.returncode == 0 and b"`iso embed` is deprecated" in r.stderr
+    r = ib("iso", "show", iso)
+    assert r.stdout == CONFIG and b"deprecated" in r.stderr
+    assert ib("iso", "remove", iso).returncode == 0
+    assert sha(iso) == orig
+
+
+def test_write_failure_is_a_clean_error(ib, iso, tmp_path, monkeypatch):
+    import errno
+
+    from imagebuilder.iso import write as iso_write
+
+    def enospc(*a):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    orig = sha(iso)
+    monkeypatch.setattr(iso_write.fsutil, "fast_copy", enospc)
+    r = ib("iso", "ignition", "embed", "-o", tmp_path / "out.iso", iso, input=CONFIG)
+    assert r.returncode == 2
+    assert b"error: writing " in r.stderr and b"No space left on device" in r.stderr
+    assert sha(iso) == orig
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["live.iso"]

@@ -245,7 +245,7 @@ def test_in_place_write_failure_rolls_back(make_iso, tmp_path, monkeypatch, name
         patches = iso.patches()
         assert len(patches) == 3
         monkeypatch.setattr(iso_write.os, "pwrite", _FailingPwrite(fail_on=3))
-        with pytest.raises(OSError):
+        with pytest.raises(iso_write.WriteError, match="No space left on device"):
             write_result(iso, patches, None)
     monkeypatch.undo()
     assert sha(iso_p) == orig
@@ -260,7 +260,7 @@ def test_output_file_write_failure_leaves_nothing(make_iso, tmp_path, monkeypatc
         iso.set_ignition(CONFIG)
         patches = iso.patches()
         monkeypatch.setattr(iso_write.os, "pwrite", _FailingPwrite(fail_on=1))
-        with pytest.raises(OSError):
+        with pytest.raises(iso_write.WriteError, match="No space left on device"):
             write_result(iso, patches, str(tmp_path / "out.iso"))
     monkeypatch.undo()
     assert sha(iso_p) == orig
