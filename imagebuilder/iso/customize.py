@@ -447,9 +447,10 @@ def plan(c: Customizations, features: OsFeatures | None = None) -> Plan:
             name = _filename(path)
             live.add_file(f"/usr/local/bin/{typ}-install-{name}", data, 0o700)
             live.add_unit(f"{typ}-install-{name}.service", _hook_unit(typ, name))
+    user_device = False
     for path in c.installer_config:
         data = _read(path)
-        parse_installer_config(data, path)
+        user_device |= bool(parse_installer_config(data, path).get("dest-device"))
         add_installer_file(_filename(path), data)
     seen_live: list[tuple[dict[str, Any], str]] = []
     for path in c.live_ignition:
@@ -476,6 +477,10 @@ def plan(c: Customizations, features: OsFeatures | None = None) -> Plan:
         device = (installer or {}).get("dest-device")
         notes.append(f"Boot media will automatically install to {device} without confirmation."
                      if device else "Boot media will automatically run installer.")
+        if not device and not user_device:
+            notes.append("Note: no destination device (--dest-device, or dest-device in an "
+                         "--installer-config file); the install fails at boot unless the kernel "
+                         "command line has coreos.inst.install_dev=DEVICE.")
         if copy_network:
             installer_conf()["copy-network"] = True
     if installer is not None:

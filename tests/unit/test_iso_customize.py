@@ -171,12 +171,25 @@ def test_console_karg_note(fx: Path):
     notes: list[str] = []
     cz.build_initrd_members(Customizations(dest_karg_append=("console=ttyS0,115200", "quiet")),
                             notes=notes.append)
-    assert notes == [
+    assert notes[:2] == [
         'Note: consider using "--dest-console ttyS0,115200" instead of '
         '"--dest-karg-append console=ttyS0,115200" to configure both kernel and bootloader consoles.',
         "Boot media will automatically run installer."]
     notes.clear()
-    cz.build_initrd_members(Customizations(dest_karg_append=("console=ttyS0,115200", "console=weird")),
+    cz.build_initrd_members(Customizations(dest_karg_append=("console=ttyS0,115200", "console=weird"),
+                                           dest_device="/dev/sda"), notes=notes.append)
+    assert notes == ["Boot media will automatically install to /dev/sda without confirmation."]
+
+
+def test_no_dest_device_note(fx: Path, tmp_path: Path):
+    notes: list[str] = []
+    cz.build_initrd_members(Customizations(dest_ignition=(str(fx / "dest-2.ign"),)), notes=notes.append)
+    assert notes[0] == "Boot media will automatically run installer."
+    assert "no destination device" in notes[1] and "coreos.inst.install_dev=" in notes[1]
+    conf = tmp_path / "dev.yaml"
+    conf.write_text("dest-device: /dev/nvme0n1\n")
+    notes.clear()
+    cz.build_initrd_members(Customizations(dest_ignition=(str(fx / "dest-2.ign"),), installer_config=(str(conf),)),
                             notes=notes.append)
     assert notes == ["Boot media will automatically run installer."]
 
@@ -214,7 +227,7 @@ def test_installer_config_alone_runs_installer_without_our_yaml(fx: Path):
     f = files(json.loads(m["config.ign"]))
     # copy-network needs our config file: it comes after the user's
     assert yaml.safe_load(f["/etc/coreos/installer.d/0001-customize.yaml"][0]) == {"copy-network": True}
-    assert notes == ["Boot media will automatically run installer."]
+    assert notes[0] == "Boot media will automatically run installer."
 
 
 def test_empty_customization():
