@@ -346,3 +346,36 @@ def test_features_from_json():
                               b' "live-initrd-network": true}')
     assert f.installer_config and f.live_initrd_network and f.installer_config_directives == {"console": True}
     assert cz.features_from_json(None) == OsFeatures()
+
+
+# --- pxe customize (library level; the CLI is exercised in tests/integration) ---------------
+
+def _initrd(**members: bytes) -> bytes:
+    from imagebuilder.iso import cpio
+
+    return gzip.compress(cpio.newc_archive(cpio.members_from(members.items())), mtime=0)
+
+
+def test_pxe_customize_initrd(fx: Path):
+    from imagebuilder.cli.pxe import customize_initrd
+    from imagebuilder.iso import cpio
+
+    feats = b'{"installer-config": true, "live-initrd-network": true}'
+    src = _initrd(**{"etc/coreos-live-initramfs": b"", "etc/coreos/features.json": feats})
+    c = Customizations(dest_device="/dev/sda", network_keyfile=(str(fx / "installer-test.nmconnection"),))
+    tail = customize_initrd(src, c)
+    assert tail.startswith(b"\xfd7zXZ\x00")
+    members = cpio.read_initrd(src + tail)
+    assert "etc/coreos-firstboot-network/installer-test.nmconnection" in members
+    assert "etc/coreos-live-initramfs" in members
+    assert customize_initrd(src, Customizations()) == b""
+    # no console directive in this image's features
+    with pytest.raises(UserInputError, match="destination console"):
+        customize_initrd(src, Customizations(dest_console=("ttyS0",)))
+    with pytest.raises(UserInputError, match="already customized"):
+        customize_initrd(src + tail, c)
+    old = _initrd(**{"etc/coreos-live-initramfs": b""})  # no features.json
+    with pytest.raises(UserInputError, match="does not support customizing network settings"):
+        customize_initrd(old, c)
+    with pytest.raises(UserInputError, match="not a CoreOS live initramfs image"):
+        customize_initrd(_initrd(**{"config.ign": b"{}"}), c)
