@@ -56,7 +56,11 @@ class IsoImage:
         self.ignition_area: IgnitionArea = locate_ignition_area(fs)
         raw = fs.pread(self.ignition_area.offset, self.ignition_area.length)
         self.original_area_data = raw
-        self._members: dict[str, Member] = cpio.read_initrd(raw) if _nonzero(raw) else {}
+        try:
+            self._members: dict[str, Member] = cpio.read_initrd(raw) if _nonzero(raw) else {}
+        except cpio.InitrdError as e:
+            raise BadImageError(f"{self.path}: decoding initrd embed area at offset "
+                                f"{self.ignition_area.offset}: {e.message}") from None
         self._initrd_modified = False
         found = locate_kargs_areas(fs)
         self.kargs_areas: KargsAreas | None = found[0] if found else None

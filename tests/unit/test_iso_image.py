@@ -314,3 +314,14 @@ def test_read_only_input_is_never_fully_loaded(make_iso, tmp_path):
     proc = subprocess.run([sys.executable, "-c", code, str(iso_p)], capture_output=True,
                           text=True, check=True)
     assert int(proc.stdout) < 64 * 1024  # KiB
+
+
+def test_garbage_in_embed_area_is_a_bad_image(make_iso):
+    iso_p = make_iso("embed-areas-2023-03.x86_64.iso.xz")
+    with IsoImage.open(iso_p) as iso:
+        off = iso.ignition_area.offset
+    with open(iso_p, "r+b") as f:
+        f.seek(off)
+        f.write(b"not an archive")
+    with pytest.raises(BadImageError, match="decoding initrd embed area at offset"):
+        IsoImage.open(iso_p)
