@@ -164,11 +164,6 @@ class Customizations:
     def is_empty(self) -> bool:
         return not self.has_live_kargs and not self.has_initrd_changes
 
-    @property
-    def runs_installer(self) -> bool:
-        return bool(self.installer_config or self.dest_ignition or self.dest_device
-                    or self.dest_console or self.dest_karg_append or self.dest_karg_delete)
-
 
 def normalize_console(spec: str) -> str:
     """coreos-installer's console syntax, normalized as it serializes it (ttyS0 -> ttyS0,9600n8)."""
@@ -515,13 +510,6 @@ def build_initrd_members(c: Customizations, features: OsFeatures | None = None,
     for name, data in p.network.items():
         members[f"{INITRD_NETWORK_DIR}/{name}"] = data
     return members
-
-
-def check_features(c: Customizations, features: OsFeatures, *, has_kargs_area: bool = True) -> None:
-    """Feature gates checked up front (before touching the image)."""
-    if c.has_live_kargs and not has_kargs_area:
-        raise UserInputError(MSG_NO_LIVE_KARGS)
-    plan(c, features)  # raises the same errors coreos-installer does, in its order
 
 
 def customize_iso(iso: IsoImage, c: Customizations, *, force: bool = False,
