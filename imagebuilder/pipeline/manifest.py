@@ -321,15 +321,18 @@ def kernel_args(d: Definition) -> list[str]:
 
 def from_definition(d: Definition, index: StageIndex | None = None) -> Manifest:
     """Map an image definition onto the tree → commit → sysroot → image pipelines."""
+    from ..ignition.integration import embed_stage_options, files_digest
+
     ign = d.ignition or IgnitionSection()
     tree = [source_stage(d)]
-    if d.ignition is not None and d.ignition.config is not None:
-        integ = "org.imagebuilder.ignition.integration"
-        if index is None or integ not in index.names():
-            raise InvalidConfigError(
-                "ignition.config: embedding an Ignition config in a built image is not yet supported",
-                hint="remove ignition.config (platform and firstboot are supported)")
-        tree.append(Stage(integ, {"config": str(d.ignition.config), "platform": ign.platform}))
+    integ = "org.imagebuilder.ignition.integration"
+    has_integ = index is not None and integ in index.names()
+    if d.ignition is not None and d.ignition.config is not None and not has_integ:
+        raise InvalidConfigError(
+            "ignition.config: embedding an Ignition config in a built image is not yet supported",
+            hint="remove ignition.config (platform and firstboot are supported)")
+    if d.ignition is not None and has_integ:  # issue 5: OS integration for Debian's Ignition
+        tree.append(Stage(integ, {"files_digest": files_digest()}))
     tree.append(Stage("org.imagebuilder.ostree.prepare", {}))
     commit_opts: dict[str, Any] = {"ref": d.ostree.ref}
     if d.ostree.version is not None:
@@ -345,6 +348,8 @@ def from_definition(d: Definition, index: StageIndex | None = None) -> Manifest:
                 "console": list(d.console),
                 "ignition_firstboot": ign.firstboot,
             }, {"repo": "commit"}),
+            *([Stage("org.imagebuilder.ignition.embed", embed_stage_options(d.ignition.config))]
+              if d.ignition is not None and d.ignition.config is not None else []),
             Stage("org.imagebuilder.grub.config", {"firstboot": ign.firstboot, "console": list(d.console)}),
         )),
         Pipeline("image", (Stage("org.imagebuilder.disk.image", {

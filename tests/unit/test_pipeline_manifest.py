@@ -91,7 +91,8 @@ def test_repo_stage_schemas_accept_the_mapping(definition):
         pytest.skip(f"stages not written yet: {missing}")
     d = definition("kernel_args: [quiet]\nignition: {platform: qemu}\ndisk: {size: 3G, root_fs: xfs}\n")
     resolved = resolve(from_definition(d, index), index)
-    assert len(resolved.stages) == len(STAGE_TYPES)
+    # + org.imagebuilder.ignition.integration: an ignition: section brings the OS integration
+    assert len(resolved.stages) == len(STAGE_TYPES) + 1
 
 
 def test_ids_are_stable_and_roundtrip(definition, any_options_index):
