@@ -122,9 +122,9 @@ def _tail(path: Path, start: int, lines: int = LOG_TAIL_LINES) -> str:
     return "\n".join(data.decode(errors="replace").splitlines()[-lines:])
 
 
-def copy_and_hash(src: Path, dest: Path) -> tuple[int, str]:
+def copy_and_hash(src: Path, dest: Path, *, want_hash: bool = True) -> tuple[int, str | None]:
     """Copy a (sparse) file, keeping holes, and return (size, sha256) in one pass."""
-    h = hashlib.sha256()
+    h = hashlib.sha256() if want_hash else None
     zeros = bytes(1 << 20)
     with open(src, "rb") as fi, open(dest, "wb") as fo:
         size = os.fstat(fi.fileno()).st_size
@@ -134,6 +134,8 @@ def copy_and_hash(src: Path, dest: Path) -> tuple[int, str]:
                 data_start = os.lseek(fi.fileno(), pos, os.SEEK_DATA)
             except OSError:  # ENXIO: only a hole remains
                 data_start = size
+            if h is None:
+                pos = data_start
             while pos < data_start:  # hole
                 n = min(len(zeros), data_start - pos)
                 h.update(zeros[:n])
@@ -150,14 +152,15 @@ def copy_and_hash(src: Path, dest: Path) -> tuple[int, str]:
                 chunk = fi.read(min(4 << 20, hole - pos))
                 if not chunk:
                     break
-                h.update(chunk)
+                if h is not None:
+                    h.update(chunk)
                 fo.write(chunk)
                 pos += len(chunk)
         fo.truncate(size)
         fo.flush()
         os.fsync(fo.fileno())
     os.chmod(dest, 0o644)
-    return size, h.hexdigest()
+    return size, h.hexdigest() if h is not None else None
 
 
 def _tool_versions(stage_types: set[str]) -> dict[str, str]:
@@ -186,6 +189,15 @@ def _collect_records(tree: Path) -> dict[str, Any]:
             with contextlib.suppress(OSError, json.JSONDecodeError):
                 records[f.stem] = json.loads(f.read_text())
     return records
+
+
+def _die_with_parent() -> None:
+    """In the stage process: get SIGKILL if the engine dies (even by SIGKILL), no orphans."""
+    import ctypes
+
+    PR_SET_PDEATHSIG = 1
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 class _Terminated(BaseException):
@@ -334,7 +346,7 @@ class Engine:
         proc = subprocess.Popen(
             [sys.executable, str(rs.info.path), str(args_path)],
             stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT,
-            cwd=workdir, env=env, start_new_session=True,
+            cwd=workdir, env=env, start_new_session=True, preexec_fn=_die_with_parent,
         )
         try:
             rc = proc.wait()
@@ -378,10 +390,35 @@ class Engine:
                 raise BadImageError(
                     f"artifact {a.name}: pipeline {a.pipeline!r} produced no file {a.path!r}")
             self.progress.message(f"exporting {a.name}")
-            size, digest = copy_and_hash(src, staging / a.name)
+            size, digest = self._export_one(a.pipeline, a.path, src, staging / a.name)
             out.append({"name": a.name, "format": a.format, "size": size, "sha256": digest,
                         "pipeline": a.pipeline})
         return out
+
+    def _export_one(self, pipeline: str, path: str, src: Path, dest: Path) -> tuple[int, str]:
+        """Copy one artifact; its sha256 is remembered beside a stored (immutable) object."""
+        oid = self.resolved.pipeline_id(pipeline)
+        stored = self.store.contains(oid) and src.is_relative_to(
+            Path(os.path.realpath(self.store.object_tree(oid))))
+        digests = self.store.object_dir(oid) / "artifacts.json"
+        known: dict[str, Any] = {}
+        if stored:
+            with contextlib.suppress(OSError, json.JSONDecodeError):
+                known = json.loads(digests.read_text())
+        st = src.stat()
+        entry = known.get(path)
+        if entry and entry.get("size") == st.st_size and entry.get("mtime_ns") == st.st_mtime_ns:
+            size, _ = copy_and_hash(src, dest, want_hash=False)
+            return size, entry["sha256"]
+        size, digest = copy_and_hash(src, dest)
+        assert digest is not None
+        if stored:
+            known[path] = {"size": size, "sha256": digest, "mtime_ns": st.st_mtime_ns}
+            with contextlib.suppress(OSError), self.store.lock(oid):
+                tmp = digests.with_name(f".artifacts.{uuid.uuid4().hex[:8]}.tmp")
+                tmp.write_text(json.dumps(known, indent=2) + "\n")
+                os.replace(tmp, digests)
+        return size, digest
 
     def _meta(self, runs: list[StageRun], trees: dict[str, Path],
               artifacts: list[dict[str, Any]]) -> dict[str, Any]:
