@@ -323,3 +323,55 @@ def test_checkpoints_limit_what_is_stored(env, tmp_path):
     assert env.objects() == [a_id]
     r2 = env.build(m, tmp_path / "out2", "--checkpoint", "a")
     assert statuses(r2) == {"a/0": "cached", "a/1": "cached", "a/2": "cached", "b/0": "ran", "b/1": "ran"}
+
+
+# ----------------------------------------------------------------------------- the real pipeline
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.root
+@pytest.mark.slow
+def test_real_pipeline_kernel_arg_change_reruns_only_downstream(tmp_path):
+    """tiny test OS through the real stages: a kernel argument change reruns deploy, grub, disk."""
+    import yaml
+
+    rootfs = tmp_path / "tinyos"
+    mk = subprocess.run([sys.executable, str(REPO / "fixtures" / "tinyos" / "mktinyos"), str(rootfs)],
+                        capture_output=True, text=True, cwd=REPO)
+    if mk.returncode != 0:
+        pytest.skip(f"cannot make the tiny OS here: {mk.stderr.strip()[-300:]}")
+    d = yaml.safe_load((REPO / "fixtures" / "images" / "tiny.yaml").read_text())
+    d["source"]["path"] = str(rootfs)
+    img = tmp_path / "tiny.yaml"
+    img.write_text(yaml.safe_dump(d))
+    env = dict(os.environ)
+    env.pop("IMAGEBUILDER_STAGES_DIR", None)
+
+    def build(definition: Path, out: str) -> dict:
+        r = subprocess.run([sys.executable, "-m", "imagebuilder", "build", str(definition), "--cache",
+                            str(tmp_path / "cache"), "-o", str(tmp_path / out), "--json"],
+                           capture_output=True, text=True, env=env, cwd=REPO, timeout=900)
+        assert r.returncode == 0, r.stderr[-3000:]
+        return json.loads(r.stdout)
+
+    cold = build(img, "cold")
+    assert set(statuses(cold).values()) == {"ran"}
+    meta = json.loads((tmp_path / "cold" / "meta.json").read_text())
+    assert len(meta["ostree"]["commit"]) == 64
+    assert "ignition.platform.id=metal" in meta["kernel_args"]
+    assert meta["partition_table"] and meta["tool_versions"]["ostree"]
+    raw = tmp_path / "cold" / meta["artifacts"][0]["name"]
+    assert raw.stat().st_size == meta["artifacts"][0]["size"]
+
+    d["kernel_args"] = [*(d.get("kernel_args") or []), "imagebuilder.test=1"]
+    img2 = tmp_path / "tiny2.yaml"
+    img2.write_text(yaml.safe_dump(d))
+    warm = build(img2, "warm")
+    ran = {s["type"] for s in warm["stages"] if s["status"] == "ran"}
+    assert ran == {"org.imagebuilder.ostree.deploy", "org.imagebuilder.grub.config",
+                   "org.imagebuilder.disk.image"}
+    meta2 = json.loads((tmp_path / "warm" / "meta.json").read_text())
+    assert "imagebuilder.test=1" in meta2["kernel_args"]
+    assert meta2["ostree"]["commit"] == meta["ostree"]["commit"]
+    assert meta2["artifacts"][0]["sha256"] != meta["artifacts"][0]["sha256"]
