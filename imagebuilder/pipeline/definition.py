@@ -331,7 +331,7 @@ def _check(d: Definition) -> None:
                 _fail("ignition.config", f"{ign.config}: not an Ignition config (no ignition.version)")
 
 
-def parse_definition(data: Any, base_dir: Path, origin: str = "definition") -> Definition:
+def parse_definition(data: Any, base_dir: Path) -> Definition:
     d = _load_dataclass(Definition, data, "", base_dir)
     d = dataclasses.replace(d, base_dir=base_dir)
     _check(d)

@@ -28,7 +28,7 @@ import subprocess
 import sys
 import time
 import uuid
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -56,7 +56,8 @@ class StageRun:
     type: str
     id: str
     status: str  # "cached" | "ran"
-    seconds: float = 0.0
+    seconds: float = 0.0  # running the stage
+    store_seconds: float = 0.0  # checkpointing its tree into the store
 
 
 @dataclass
@@ -76,7 +77,7 @@ class BuildResult:
             "outdir": str(self.outdir),
             "seconds": round(self.seconds, 3),
             "artifacts": self.artifacts,
-            "stages": [asdict(s) | {"seconds": round(s.seconds, 3)} for s in self.stages],
+            "stages": [asdict(s) | {"seconds": round(s.seconds, 3), "store_seconds": round(s.store_seconds, 3)} for s in self.stages],
             "log": str(self.log),
             "store": str(self.store),
         }
@@ -306,16 +307,21 @@ class Engine:
             for rs in stages[start:]:
                 inputs = {name: trees[ref] for name, ref in rs.stage.inputs.items()}
                 seconds = self._run_stage(rs, tree, inputs, ws, logf, log)
-                runs.append(StageRun(p, rs.index, rs.stage.type, rs.id, "ran", seconds))
+                run = StageRun(p, rs.index, rs.stage.type, rs.id, "ran", seconds)
+                runs.append(run)
                 last = rs.index == len(stages) - 1
                 if is_checkpoint(rs, last, self.opts.checkpoints):
                     meta = {"type": rs.stage.type, "pipeline": p, "index": rs.index,
                             "seconds": round(seconds, 3)}
+                    t0 = time.monotonic()
                     if last:
                         if self.store.commit(rs.id, tree, move=True, meta=meta):
                             tree = self.store.object_tree(rs.id)
                     else:
                         self.store.commit(rs.id, tree, meta=meta)
+                    run.store_seconds = time.monotonic() - t0
+                    if run.store_seconds >= 0.5:
+                        self.progress.message(f"stored {p}/{rs.index} in {run.store_seconds:.2f} s")
             trees[p] = tree
         return runs, trees
 
@@ -447,7 +453,7 @@ class Engine:
                 "source_epoch": m.source_epoch,
                 "manifest_sha256": hashlib.sha256(canonical_json(m.to_json())).hexdigest(),
                 "pipelines": {p: self.resolved.pipeline_id(p) for p in needed_pipelines(self.resolved)},
-                "stages": [asdict(r) | {"seconds": round(r.seconds, 3)} for r in runs],
+                "stages": [asdict(r) | {"seconds": round(r.seconds, 3), "store_seconds": round(r.store_seconds, 3)} for r in runs],
             },
         }
 
