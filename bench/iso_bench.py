@@ -1,0 +1,202 @@
+#!/usr/bin/env python3
+"""ISO customization speed on a 1 GiB live ISO (the fixture padded with a big rootfs.img).
+
+Measured in one run, so ratios compare like with like on the same disk and cache state:
+
+* ``iso customize -o OUT`` (the CLI, whole process) vs ``cp SRC DST`` vs ``cp`` + fsync
+  (``-o`` fsyncs its output before the rename) vs an xorriso replay rebuild
+  (``xorriso -indev SRC -outdev DST -boot_image any replay -map ...``);
+* in-place Ignition embed through the library (open, embed, patch; no interpreter start);
+* the whole in-place command ``imagebuilder iso ignition embed -f -i CFG ISO`` (wall and
+  CPU time including interpreter start) and its peak RSS (``RUSAGE_CHILDREN`` of a wrapper whose
+  only child is the command), and the peak RSS of ``customize -o``.
+
+Each timing is the median of ``REPEAT`` runs; written files are flushed (``os.sync``)
+between runs so one run's writeback does not land in the next one's time.
+Targets: ``-o`` <= 1.1x cp, in-place embed <= 50 ms, whole command <= 0.3 s, RSS <= 64 MiB.
+Writes ``bench/results/iso.json``.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+RESULTS = HERE / "results" / "iso.json"
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+SIZE_MIB = int(os.environ.get("IMAGEBUILDER_BENCH_ISO_MIB", "1024"))
+REPEAT = int(os.environ.get("IMAGEBUILDER_BENCH_REPEAT", "3"))
+IGN = {"ignition": {"version": "3.3.0"},
+       "storage": {"files": [{"path": "/etc/bench", "contents": {"source": "data:,bench"}}]}}
+
+# runs one command as its only child: wall time, peak RSS (KiB) and CPU time of that child
+_RSS_WRAPPER = ("import resource, subprocess, sys, time; t = time.perf_counter(); "
+                "r = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL); "
+                "w = time.perf_counter() - t; u = resource.getrusage(resource.RUSAGE_CHILDREN); "
+                "print(u.ru_maxrss, r.returncode, w, u.ru_utime + u.ru_stime)")
+
+
+def _liveiso():
+    spec = importlib.util.spec_from_file_location("make_liveiso", REPO / "fixtures/liveiso/make_liveiso.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _cli() -> list[str]:
+    exe = Path(sys.executable).with_name("imagebuilder")
+    return [str(exe)] if exe.exists() else [sys.executable, "-m", "imagebuilder"]
+
+
+def _timed(argv: list[str], **kw) -> float:
+    t0 = time.perf_counter()
+    subprocess.run(argv, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, **kw)
+    return time.perf_counter() - t0
+
+
+def _measure(argv: list[str]) -> tuple[int, float, float]:
+    """(peak RSS KiB, wall s, CPU s) of one run of argv."""
+    out = subprocess.run([sys.executable, "-c", _RSS_WRAPPER, *argv], check=True,
+                         capture_output=True, text=True).stdout.split()
+    if out[1] != "0":
+        raise RuntimeError(f"{argv} failed ({out[1]})")
+    return int(out[0]), float(out[2]), float(out[3])
+
+
+def _rss_kib(argv: list[str]) -> int:
+    return _measure(argv)[0]
+
+
+def _fresh(path: Path) -> None:
+    path.unlink(missing_ok=True)
+    os.sync()
+
+
+def main() -> list[dict]:
+    from imagebuilder.iso.image import IsoImage
+    from imagebuilder.iso.write import write_result
+
+    li = _liveiso()
+    load_before = os.getloadavg()
+    t0 = time.perf_counter()
+    src = li.build_liveiso(pad_bytes=SIZE_MIB << 20)
+    gen = time.perf_counter() - t0
+    size = src.stat().st_size
+    print(f"ISO: {src} ({size / (1 << 30):.2f} GiB{', generated in %.1f s' % gen if gen > 1 else ', cached'})")
+    cli = _cli()
+    work = Path(tempfile.mkdtemp(prefix="ib-iso-bench-", dir=src.parent))
+    try:
+        ign = work / "config.ign"
+        ign.write_text(json.dumps(IGN))
+        dst = work / "out.iso"
+        # warm the page cache with the source once (all methods then read from cache)
+        with open(src, "rb") as f:
+            while f.read(16 << 20):
+                pass
+        times: dict[str, list[float]] = {"cp": [], "cp+fsync": [], "customize -o": [], "xorriso replay": []}
+        for _ in range(REPEAT):
+            _fresh(dst)
+            times["cp"].append(_timed(["cp", str(src), str(dst)]))
+            _fresh(dst)
+            t = time.perf_counter()
+            subprocess.run(["cp", str(src), str(dst)], check=True)
+            fd = os.open(dst, os.O_RDONLY)
+            os.fsync(fd)
+            os.close(fd)
+            times["cp+fsync"].append(time.perf_counter() - t)
+            _fresh(dst)
+            times["customize -o"].append(_timed([*cli, "iso", "customize", "--live-ignition", str(ign),
+                                                 "-o", str(dst), str(src)]))
+            _fresh(dst)
+            times["xorriso replay"].append(_timed(
+                ["xorriso", "-no_rc", "-indev", str(src), "-outdev", str(dst), "-boot_image", "any",
+                 "replay", "-map", str(ign), "/config.ign"]))
+        med = {k: statistics.median(v) for k, v in times.items()}
+
+        # RSS of the -o command
+        _fresh(dst)
+        rss_o = _rss_kib([*cli, "iso", "customize", "--live-ignition", str(ign), "-o", str(dst), str(src)])
+        # in place, through the library (dst is a customized copy: embed with force semantics)
+        lib: list[float] = []
+        for i in range(max(10, REPEAT * 5)):
+            cfg = json.dumps({**IGN, "n": i}).encode()
+            t = time.perf_counter()
+            with IsoImage.open(dst) as iso:
+                iso.set_ignition(cfg)
+                write_result(iso, iso.patches(), None, False)
+            lib.append(time.perf_counter() - t)
+        # the whole in-place command, interpreter start included
+        whole: list[float] = []
+        whole_cpu: list[float] = []
+        rss_inplace = 0
+        for _ in range(max(5, REPEAT * 2)):
+            rss, wall, cpu = _measure([*cli, "iso", "ignition", "embed", "-f", "-i", str(ign), str(dst)])
+            whole.append(wall)
+            whole_cpu.append(cpu)
+            rss_inplace = max(rss_inplace, rss)
+        with IsoImage.open(dst) as iso:
+            assert iso.ignition == ign.read_bytes(), "in-place embed did not land"
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+    ratio_cp = med["customize -o"] / med["cp"]
+    ratio_sync = med["customize -o"] / med["cp+fsync"]
+    ratio_x = med["xorriso replay"] / med["cp"]
+    inplace_ms = statistics.median(lib) * 1000
+    whole_s = statistics.median(whole)
+    whole_cpu_s = statistics.median(whole_cpu)
+    rows = [
+        {"metric": "cp (s)", "value": med["cp"], "unit": "s"},
+        {"metric": "cp + fsync (s)", "value": med["cp+fsync"], "unit": "s"},
+        {"metric": "customize -o (s)", "value": med["customize -o"], "unit": "s"},
+        {"metric": "xorriso replay (s)", "value": med["xorriso replay"], "unit": "s"},
+        {"metric": "customize -o / cp", "value": ratio_cp, "unit": "x", "target": "<= 1.1",
+         "ok": ratio_cp <= 1.1},
+        {"metric": "customize -o / (cp + fsync)", "value": ratio_sync, "unit": "x", "target": "<= 1.1",
+         "ok": ratio_sync <= 1.1},
+        {"metric": "xorriso replay / cp", "value": ratio_x, "unit": "x"},
+        {"metric": "in-place embed, library", "value": inplace_ms, "unit": "ms", "target": "<= 50",
+         "ok": inplace_ms <= 50},
+        {"metric": "in-place embed, whole command", "value": whole_s, "unit": "s", "target": "<= 0.3",
+         "ok": whole_s <= 0.3},
+        {"metric": "in-place embed, whole command CPU", "value": whole_cpu_s, "unit": "s",
+         "target": "<= 0.3", "ok": whole_cpu_s <= 0.3},
+        {"metric": "peak RSS, in-place command", "value": rss_inplace / 1024, "unit": "MiB",
+         "target": "<= 64", "ok": rss_inplace / 1024 <= 64},
+        {"metric": "peak RSS, customize -o", "value": rss_o / 1024, "unit": "MiB", "target": "<= 64",
+         "ok": rss_o / 1024 <= 64},
+    ]
+    doc = {"benchmark": "iso", "iso_bytes": size, "repeat": REPEAT, "host_cpus": os.cpu_count(),
+           "python": platform.python_version(), "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+           "loadavg_before": load_before, "loadavg_after": os.getloadavg(),
+           "runs_s": times, "whole_command_cpu_s": whole_cpu, "library_inplace_s": lib, "whole_command_s": whole,
+           "rss_kib": {"inplace_command": rss_inplace, "customize_o": rss_o}, "rows": rows}
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    tmp = RESULTS.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(doc, indent=2) + "\n")
+    os.replace(tmp, RESULTS)
+    w = max(len(r["metric"]) for r in rows)
+    for r in rows:
+        tgt = f"  (target {r['target']}: {'ok' if r['ok'] else 'MISSED'})" if "target" in r else ""
+        print(f"  {r['metric']:<{w}}  {r['value']:9.3f} {r['unit']}{tgt}")
+    print(f"load average before/after: {load_before[0]:.1f} / {os.getloadavg()[0]:.1f} "
+          f"on {os.cpu_count()} CPUs (wall times inflate under load; CPU time does not)")
+    print(f"wrote {RESULTS.relative_to(REPO)}")
+    return rows
+
+
+if __name__ == "__main__":
+    main()
