@@ -10,8 +10,8 @@ import typer
 from . import common
 
 CACHE_HELP = "Object store (build cache). Default: $XDG_CACHE_HOME/imagebuilder or ~/.cache/imagebuilder."
-CHECKPOINT_HELP = ("Only store these in the cache: a pipeline name (its last stage), a stage type or "
-                   "a stage id prefix. Repeatable. Default: every stage.")
+CHECKPOINT_HELP = ("Only store these in the cache: globs over pipeline names (= their last stage), "
+                   "stage types and stage ids, or an id prefix. Repeatable. Default: all (every stage).")
 
 
 def _index():

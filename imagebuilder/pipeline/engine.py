@@ -18,6 +18,7 @@ everything succeeded, so a failed or interrupted build leaves no partial output.
 from __future__ import annotations
 
 import contextlib
+import fnmatch
 import hashlib
 import json
 import os
@@ -105,10 +106,17 @@ def needed_pipelines(resolved: Resolved) -> list[str]:
 
 
 def is_checkpoint(rs: ResolvedStage, last: bool, checkpoints: tuple[str, ...]) -> bool:
-    if not checkpoints:
+    """Should this stage's tree be stored? Patterns are globs (as in osbuild) over pipeline
+    names (meaning the pipeline's last stage), stage types and stage ids (or an id prefix
+    of at least 8 characters); no patterns, or ``all``, stores every stage."""
+    if not checkpoints or "all" in checkpoints:
         return True
     for c in checkpoints:
-        if (c == rs.pipeline and last) or c == rs.stage.type or (len(c) >= 8 and rs.id.startswith(c)):
+        if last and fnmatch.fnmatchcase(rs.pipeline, c):
+            return True
+        if fnmatch.fnmatchcase(rs.stage.type, c) or fnmatch.fnmatchcase(rs.id, c):
+            return True
+        if len(c) >= 8 and rs.id.startswith(c):
             return True
     return False
 

@@ -375,3 +375,13 @@ def test_real_pipeline_kernel_arg_change_reruns_only_downstream(tmp_path):
     assert "imagebuilder.test=1" in meta2["kernel_args"]
     assert meta2["ostree"]["commit"] == meta["ostree"]["commit"]
     assert meta2["artifacts"][0]["sha256"] != meta["artifacts"][0]["sha256"]
+
+
+def test_checkpoint_globs(env, tmp_path):
+    m = base_manifest()
+    r = env.build(m, tmp_path / "out", "--checkpoint", "*", "--checkpoint", "org.imagebuilder.test.*")
+    assert len(env.objects()) == 5  # the stage-type glob matches every stage
+    m["pipelines"][1]["stages"][1]["options"]["files"]["disk.raw"] = "v2"
+    r = env.build(m, tmp_path / "out2", "--checkpoint", "[ab]")
+    assert statuses(r)["b/0"] == "cached" and statuses(r)["b/1"] == "ran"
+    assert len(env.objects()) == 6  # only b's last stage was added
