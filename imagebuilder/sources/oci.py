@@ -22,7 +22,14 @@ from typing import IO, Any
 
 from ..errors import BadImageError, UserInputError
 from ..run import run
-from .tarball import ExtractStats, check_member, extract_member, file_sha256, open_archive
+from .tarball import (
+    ExtractStats,
+    assert_no_symlink_parents,
+    check_member,
+    extract_member,
+    file_sha256,
+    open_archive,
+)
 
 WHITEOUT = ".wh."
 OPAQUE = ".wh..wh..opq"
@@ -103,6 +110,7 @@ def apply_layer(tar: tarfile.TarFile, root: Path, stats: ExtractStats, is_root: 
         base = posixpath.basename(rel)
         parent = posixpath.dirname(rel)
         if base == OPAQUE:
+            assert_no_symlink_parents(root, rel)  # never delete through a symlink
             d = root / parent if parent else root
             if d.is_dir() and not d.is_symlink():
                 for child in list(d.iterdir()):
@@ -114,7 +122,9 @@ def apply_layer(tar: tarfile.TarFile, root: Path, stats: ExtractStats, is_root: 
             target = base[len(WHITEOUT):]
             if target in ("", ".", ".."):
                 raise BadImageError(f"invalid whiteout {member.name!r}")
-            _remove(root / parent / target if parent else root / target)
+            victim = f"{parent}/{target}" if parent else target
+            assert_no_symlink_parents(root, victim)  # never delete through a symlink
+            _remove(root / victim)
             continue
         if extract_member(tar, m, root, stats, is_root) is not None:
             this_layer.add(rel)

@@ -99,7 +99,7 @@ def check_member(member: tarfile.TarInfo) -> tarfile.TarInfo:
     return m
 
 
-def _assert_no_symlink_parents(root: Path, rel: str) -> None:
+def assert_no_symlink_parents(root: Path, rel: str) -> None:
     cur = root
     for part in rel.split("/")[:-1]:
         cur = cur / part
@@ -145,11 +145,11 @@ def extract_member(tar: tarfile.TarFile, member: tarfile.TarInfo, root: Path,
         stats.skipped_devices.append(rel)
         return None
     if rel:
-        _assert_no_symlink_parents(root, rel)
+        assert_no_symlink_parents(root, rel)
         _clear_path(root / rel, keep_dir=member.isdir())
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
     if member.islnk():
-        _assert_no_symlink_parents(root, member.linkname)
+        assert_no_symlink_parents(root, member.linkname)
         if not os.path.lexists(root / member.linkname):
             raise BadImageError(f"hard link {rel!r}: target {member.linkname!r} not in archive")
         if os.path.islink(root / member.linkname):

@@ -240,6 +240,20 @@ def test_oci_layer_traversal_is_rejected(tmp_path):
     assert not (tmp_path / "escape").exists()
 
 
+@pytest.mark.parametrize("marker", [".wh.victim", ".wh..wh..opq"])
+def test_oci_whiteouts_never_delete_through_symlinks(tmp_path, marker):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "victim").write_text("precious")
+    img = make_oci_layout(tmp_path / "img", [
+        make_tar([("etc", "symlink", str(outside))]),
+        make_tar([(f"etc/{marker}", "file", "")]),
+    ])
+    with pytest.raises(UnsafeArchiveError, match="through the symlink"):
+        oci.extract(img, tmp_path / "root")
+    assert (outside / "victim").read_text() == "precious"
+
+
 def test_oci_errors(tmp_path, layers):
     img = make_oci_layout(tmp_path / "img", layers)
     with pytest.raises(BadImageError, match="digest mismatch"):
