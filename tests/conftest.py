@@ -37,19 +37,19 @@ def have_qemu() -> bool:
 @functools.cache
 def have_network() -> bool:
     """Can we reach the host's configured Debian mirror (what mmdebstrap uses)?"""
-    hosts: list[str] = []
+    hosts: list[tuple[str, int]] = []
     for f in [Path("/etc/apt/sources.list"), *Path("/etc/apt/sources.list.d").glob("*")]:
         try:
             text = f.read_text()
         except OSError:
             continue
         for m in re.finditer(r"(?:^|\s)(https?://\S+)", text):
-            host = urlparse(m.group(1)).hostname
-            if host:
-                hosts.append(host)
-    for host in hosts[:3]:
+            url = urlparse(m.group(1))
+            if url.hostname:
+                hosts.append((url.hostname, url.port or (443 if url.scheme == "https" else 80)))
+    for host, port in dict.fromkeys(hosts):
         try:
-            with socket.create_connection((host, 80), timeout=5):
+            with socket.create_connection((host, port), timeout=5):
                 return True
         except OSError:
             continue
