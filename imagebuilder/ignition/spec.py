@@ -168,6 +168,7 @@ class ClevisPin(_Versioned):
 
 CUSTOM_PIN_ANY_SINCE = V3_6
 SPECIAL_MODE_BITS_SINCE = V3_6
+LINK_TARGET_REQUIRED_SINCE = V3_3  # before 3.3 a missing link target passes Ignition's validator
 PARTITION_LABEL_MAX = 36
 LUKS_LABEL_MAX = 47
 MODE_MAX = 0o7777

@@ -69,7 +69,7 @@ def parse_config(data: bytes) -> tuple[SpecVersion, dict]:
     return version, doc.value
 
 
-def _prune(value: Any, type_: spec.TypeSpec, version: SpecVersion) -> Any:
+def prune(value: Any, type_: spec.TypeSpec, version: SpecVersion) -> Any:
     """Copy value keeping only the keys the schema knows at version, without nulls."""
     if isinstance(type_, spec.ObjectSpec) and isinstance(value, dict):
         known = type_.fields_for(version)
@@ -78,10 +78,10 @@ def _prune(value: Any, type_: spec.TypeSpec, version: SpecVersion) -> Any:
             f = known.get(k)
             if f is None or v is None:
                 continue
-            out[k] = _prune(v, f.type, version)
+            out[k] = prune(v, f.type, version)
         return out
     if isinstance(type_, spec.ListOf) and isinstance(value, list):
-        return [_prune(v, type_.item, version) for v in value if v is not None]
+        return [prune(v, type_.item, version) for v in value if v is not None]
     return copy.deepcopy(value)
 
 
@@ -107,7 +107,7 @@ def translate(config: dict, to: SpecVersion | str = spec.LATEST) -> dict:
     if target < source:
         raise InvalidConfigError(
             f"cannot translate a {source} config down to {target}: translation only goes to newer specs")
-    out = _prune(config, spec.CONFIG, source)
+    out = prune(config, spec.CONFIG, source)
     for step in spec.SUPPORTED_VERSIONS:
         if source < step <= target:
             if step == spec.SPECIAL_MODE_BITS_SINCE:

@@ -30,6 +30,7 @@ from ..errors import InvalidConfigError
 from . import spec
 from .parse import Document, JSONPath, JSONSyntaxError, format_path, parse_json
 from .spec import SpecVersion
+from .translate import prune
 from .systemd_unit import UnitSyntaxError, parse_unit
 
 ERROR = "error"
@@ -154,6 +155,8 @@ def check_path(p: str | None) -> str | None:
 
 
 _HEX = set(string.hexdigits)
+# RFC 2396 "uric" characters: what a data URL's payload may contain unescaped
+_URIC = set(string.ascii_letters + string.digits + ";/?:@&=+$,-_.!~*'()%")
 _S3_ARN = re.compile(r"arn:aws:s3:::[^/]+/.+")
 _S3_AP_ARN = re.compile(r"arn:aws:s3:[a-z0-9-]+:\d{12}:accesspoint/[^/]+/object/.+")
 _DATA_MEDIATYPE = re.compile(r"[!#$&^_.+\w-]+/[!#$&^_.+\w-]+(;[!#$&^_.+\w-]+=([!#$&^_.+\w%-]+|\"[^\"]*\"))*|"
@@ -170,6 +173,8 @@ def check_data_url(url: str) -> str | None:
         header = header[: -len(";base64")]
     if not _DATA_MEDIATYPE.fullmatch(header):
         return "invalid data url: malformed media type"
+    if not set(payload) <= _URIC:
+        return "invalid data character"
     try:
         raw = unquote_to_bytes(payload)
     except ValueError:
@@ -265,8 +270,9 @@ class _Validator:
             self.report.problems.extend(self.unused)
             return
         self.report.config = cfg
-        self.semantic(cfg)
-        self.dups(cfg, spec.CONFIG, ())
+        known = prune(cfg, spec.CONFIG, self.version)  # unused keys play no part in the rules
+        self.semantic(known)
+        self.dups(known, spec.CONFIG, ())
         self.report.problems.extend(self.unused)
 
     def check_version(self, cfg: dict) -> bool:
@@ -316,9 +322,9 @@ class _Validator:
             self.add(ERROR, path, f"expected object, got {_json_type(value)}", "type")
             return
         known = type_.fields_for(self.version)
-        for key, sub in value.items():
-            f = known.get(key)
-            if f is None:
+        # like Ignition: an object's own unused keys first, then its members' problems
+        for key in value:
+            if key not in known:
                 pos = self.doc.key_pos((*path, key))
                 hint = ""
                 try:
@@ -329,8 +335,9 @@ class _Validator:
                 self.unused.append(Problem(WARNING, f"unused key {key}{hint}", (*path, key),
                                            pos.line if pos else None, pos.column if pos else None,
                                            "unused-key"))
-                continue
-            self.check_types(sub, f.type, (*path, key))
+        for key, sub in value.items():
+            if key in known:
+                self.check_types(sub, known[key].type, (*path, key))
 
     # -- semantic rules, in Ignition's order
 
@@ -368,13 +375,13 @@ class _Validator:
         base = ("ignition",)
         conf = ign.get("config") or {}
         for i, res in enumerate(conf.get("merge") or []):
-            self.resource(res or {}, (*base, "config", "merge", i), require_source=True)
+            self.resource(res or {}, (*base, "config", "merge", i), entry="merge")
         if conf.get("replace") is not None:
             self.resource(conf["replace"], (*base, "config", "replace"))
         proxy = ign.get("proxy") or {}
         for key in ("httpProxy", "httpsProxy"):
             url = proxy.get(key)
-            if not url:
+            if url is None:  # an empty string is checked (and rejected), as Ignition does
                 continue
             p = (*base, "proxy", key)
             problem = check_url(url, self.version, ["http", "https"])
@@ -386,12 +393,20 @@ class _Validator:
                 self.warn(p, "insecure plaintext HTTP proxy specified for HTTPS resources")
         cas = ((ign.get("security") or {}).get("tls") or {}).get("certificateAuthorities") or []
         for i, res in enumerate(cas):
-            self.resource(res or {}, (*base, "security", "tls", "certificateAuthorities", i), require_source=True)
+            self.resource(res or {}, (*base, "security", "tls", "certificateAuthorities", i), entry="ca")
 
-    def resource(self, res: dict, path: JSONPath, *, require_source: bool = False) -> None:
+    def resource(self, res: dict, path: JSONPath, *, entry: str | None = None) -> None:
+        """Check a Resource; ``entry`` is "merge" or "ca" for those list entries, which need a source."""
         source = res.get("source")
-        if require_source and not source:
-            self.err(path, "source is required")
+        if entry and self.version >= spec.V3_1:
+            # 3.1+: merged configs and CAs are also checked on the entry itself
+            problem = check_url(source, self.version) if source else "source is required"
+            if problem:
+                self.err(path, problem)
+        elif entry == "ca" and not source:  # 3.0 CaReference: source is a plain (required) string
+            self.err((*path, "source"), "invalid url scheme")
+        elif entry == "merge" and not source:
+            self.warn(path, "merge entry has no source (Ignition 3.0.0 accepts it but there is nothing to fetch)")
         comp = res.get("compression")
         if comp and comp not in spec.Compression.allowed(self.version):
             self.err((*path, "compression"), "invalid compression method")
@@ -417,16 +432,19 @@ class _Validator:
 
     def storage(self, st: dict) -> None:
         base = ("storage",)
-        links = [ln for ln in st.get("links") or [] if ln]
-        link_paths = {ln.get("path") for ln in links if ln.get("path")}
-        dir_paths = {d.get("path") for d in st.get("directories") or [] if d and d.get("path")}
+        links = [ln for ln in st.get("links") or [] if ln is not None]
+        link_paths = [ln.get("path") or "" for ln in links]  # as in Ignition, an empty link path matches "/…"
+        dir_paths = [d.get("path") for d in st.get("directories") or [] if d and d.get("path")]
         for kind, what in (("directories", "directory"), ("files", "file"), ("links", "link")):
             for i, node in enumerate(st.get(kind) or []):
                 p = (node or {}).get("path") or ""
-                if any(p.startswith(lp + "/") for lp in link_paths):
+                for _ in range(sum(p.startswith(lp + "/") for lp in link_paths)):  # once per link
                     self.err((*base, kind, i), f"{what} path includes link in config")
-                if kind == "links" and node and node.get("hard") and node.get("target") in dir_paths:
-                    self.err((*base, kind, i), "hard link target is a directory")
+                if kind == "links" and node is not None:
+                    self.link_target(node, (*base, kind, i))
+                if kind == "links" and node and node.get("hard"):
+                    for _ in range(dir_paths.count(node.get("target"))):  # once per matching directory
+                        self.err((*base, kind, i), "hard link target is a directory")
         self.filesystem_vs_disks(st)
         for i, d in enumerate(st.get("directories") or []):
             if d is not None:
@@ -496,10 +514,16 @@ class _Validator:
                 self.resource(res, (*path, "append", i))
         self.resource(contents, (*path, "contents"))
 
+    def link_target(self, ln: dict, path: JSONPath) -> None:
+        if not ln.get("target"):
+            if self.version >= spec.LINK_TARGET_REQUIRED_SINCE:
+                self.err((*path, "target"), "link target is required")
+            else:
+                self.warn((*path, "target"), "link target is empty (Ignition accepts this before spec "
+                                             f"{spec.LINK_TARGET_REQUIRED_SINCE} but creating the link fails)")
+
     def link(self, ln: dict, path: JSONPath) -> None:
         self.node(ln, path, mode=False)
-        if not ln.get("target"):
-            self.err((*path, "target"), "link target is required")
         if ln.get("hard"):
             for key in ("group", "user"):
                 if _nonempty(ln, key):
@@ -508,39 +532,61 @@ class _Validator:
 
     def disk(self, d: dict, path: JSONPath) -> None:
         dev = d.get("device")
+        parts = [p for p in d.get("partitions") or []]
         if not dev:
+            # without a device Ignition skips the checks across partitions
             self.err((*path, "device"), "disk device is required")
         else:
             problem = check_path(dev)
             if problem:
                 self.err((*path, "device"), problem)
-        parts = [p for p in d.get("partitions") or []]
-        numbers: set[int] = set()
-        for i, p in enumerate(parts):
-            n = (p or {}).get("number") or 0
-            if n:
-                if n in numbers:
-                    self.err((*path, "partitions", i), "partition numbers collide")
-                numbers.add(n)
-        if any(p and p.get("shouldExist") is False for p in parts) and any(
-                not (p or {}).get("number") for p in parts):
-            self.err((*path, "partitions"),
-                     "shouldExist is false for a partition and other partition(s) has number 0 (no number)")
-        spans = []
-        for i, p in enumerate(parts):
-            if p and p.get("startMiB") and p.get("sizeMiB"):
-                spans.append((p["startMiB"], p["startMiB"] + p["sizeMiB"], i, p.get("number") or 0))
-        for a in range(len(spans)):
-            for b in range(a + 1, len(spans)):
-                s1, e1, _i1, n1 = spans[a]
-                s2, e2, i2, n2 = spans[b]
-                if s1 < e2 and s2 < e1:
-                    self.err((*path, "partitions", i2), f"partition {n1} overlaps partition {n2}")
+            self.partitions_together(parts, path)
         for i, p in enumerate(parts):
             if p is not None:
                 self.partition(p, (*path, "partitions", i))
 
+    def partitions_together(self, parts: list, path: JSONPath) -> None:
+        """Disk-level partition rules; like Ignition, each reports its first finding only."""
+        numbers: set[int] = set()
+        for i, p in enumerate(parts):
+            n = (p or {}).get("number") or 0
+            if n:
+                if n in numbers:  # Ignition reports the first collision only
+                    self.err((*path, "partitions", i), "partition numbers collide")
+                    break
+                numbers.add(n)
+        self.partition_overlap(parts, path)
+        labels: set[str] = set()
+        for i, p in enumerate(parts):
+            label = (p or {}).get("label")
+            if label:
+                if label in labels:
+                    self.err((*path, "partitions", i), "cannot use the same partition label twice")
+                    break
+                labels.add(label)
+        if any(p and p.get("shouldExist") is False for p in parts) and any(
+                not (p or {}).get("number") for p in parts):
+            self.err((*path, "partitions"),
+                     "shouldExist is false for a partition and other partition(s) has number 0 (no number)")
+
+    def partition_overlap(self, parts: list, path: JSONPath) -> None:
+        """Report the first partition overlapping an earlier one. Like Ignition, only partitions
+        with a non-zero start and an explicit size count; equal starts always overlap."""
+        spans = []
+        for i, p in enumerate(parts):
+            if p and p.get("startMiB") and p.get("sizeMiB") is not None:
+                spans.append((i, p["startMiB"], p["startMiB"] + p["sizeMiB"], p.get("number") or 0))
+        for b, (i2, s2, e2, n2) in enumerate(spans):
+            for _i1, s1, e1, n1 in spans[:b]:
+                if s1 == s2 or (s1 < e2 and s2 < e1):
+                    self.err((*path, "partitions", i2), f"partitions overlap (partition {n1} and {n2})")
+                    return
+
     def partition(self, p: dict, path: JSONPath) -> None:
+        if p.get("shouldExist") is False and any(
+                _present(p, k) for k in ("label", "typeGuid", "guid", "startMiB", "sizeMiB")) or (
+                p.get("shouldExist") is False and p.get("resize")):
+            self.err(path, "shouldExist specified false with other options also specified")
         if not p.get("number") and not p.get("label"):
             self.err(path, "a partition number >= 1 or a label must be specified")
         label = p.get("label")
@@ -553,12 +599,12 @@ class _Validator:
             v = p.get(key)
             if v and not spec.GUID_RE.match(v):
                 self.err((*path, key), 'doesn\'t match the form "01234567-89AB-CDEF-EDCB-A98765432101"')
-        if p.get("shouldExist") is False and any(
-                _present(p, k) for k in ("label", "typeGuid", "guid", "startMiB", "sizeMiB")) or (
-                p.get("shouldExist") is False and p.get("resize")):
-            self.err(path, "shouldExist specified false with other options also specified")
 
     def filesystem(self, fs: dict, path: JSONPath) -> None:
+        if fs.get("path"):
+            problem = check_path(fs["path"])
+            if problem:
+                self.err((*path, "path"), problem)
         problem = check_path(fs.get("device"))
         if problem:
             self.err((*path, "device"), problem)
@@ -572,10 +618,6 @@ class _Validator:
         label = fs.get("label")
         if label is not None and not fmt:
             self.err((*path, "label"), "filesystem must specify format if label is specified")
-        if fs.get("path"):
-            problem = check_path(fs["path"])
-            if problem:
-                self.err((*path, "path"), problem)
         limit = spec.FILESYSTEM_LABEL_MAX.get(fmt)
         if label is not None and limit is not None and len(label) > limit:
             self.err((*path, "label"), f"filesystem labels cannot be longer than {limit} characters when using {fmt}")
@@ -584,13 +626,12 @@ class _Validator:
         level = r.get("level")
         if not level:
             self.err((*path, "level"), "raid level is required")
+        elif level not in spec.RaidLevel.allowed(self.version):
+            self.err((*path, "level"), "unrecognized raid level")
+        elif level in spec.RAID_LEVELS_WITHOUT_SPARES and r.get("spares"):
+            self.err((*path, "level"), "spares unsupported for linear and raid0 arrays")
         if not r.get("devices"):
             self.err((*path, "devices"), "raid devices required")
-        if level:
-            if level not in spec.RaidLevel.allowed(self.version):
-                self.err((*path, "level"), "unrecognized raid level")
-            elif level in spec.RAID_LEVELS_WITHOUT_SPARES and r.get("spares"):
-                self.err((*path, "level"), "spares unsupported for linear and raid0 arrays")
         for i, dev in enumerate(r.get("devices") or []):
             problem = check_path(dev)
             if problem:
@@ -615,18 +656,30 @@ class _Validator:
             if _nonempty(lk, "clevis") or key_file.get("source"):
                 self.err((*path, "cex"), "cex cannot be used together with clevis or a key file")
         if key_file:
+            src = key_file.get("source")
+            if src and check_url(src, self.version):
+                # ignition-validate reports this one at ".keys" (sic)
+                self.err((*path, "keys"), "invalid key-file source")
             self.resource(key_file, (*path, "keyFile"))
         self.clevis(clevis, (*path, "clevis"))
 
     def clevis(self, c: dict, path: JSONPath) -> None:
         custom = c.get("custom") or {}
-        has_custom = any(_nonempty(custom, k) for k in ("pin", "config")) or custom.get("needsNetwork")
-        if has_custom and (c.get("tpm2") or c.get("tang") or c.get("threshold") is not None):
+        has_custom = any(_nonempty(custom, k) for k in ("pin", "config")) or _present(custom, "needsNetwork")
+        others = c.get("tpm2") or c.get("tang") or c.get("threshold")
+        if self.version == spec.V3_2:
+            # 3.2.0: any "custom" object conflicts; only pin and config make it need both
+            if c.get("custom") is not None and others:
+                self.err(path, "cannot use custom clevis config with tpm2, tang, or threshold")
+            has_custom = any(_nonempty(custom, k) for k in ("pin", "config"))
+        elif custom.get("pin") and others:
             self.err(path, "cannot use custom clevis config with tpm2, tang, or threshold")
         if has_custom:
             pin = custom.get("pin")
-            if not pin:
+            if not pin and self.version > spec.V3_2:
                 self.err((*path, "custom", "pin"), "missing required custom clevis pin")
+            elif not pin:
+                self.err((*path, "custom", "pin"), "unsupported clevis pin")
             elif self.version < spec.CUSTOM_PIN_ANY_SINCE and pin not in spec.ClevisPin.allowed(self.version):
                 self.err((*path, "custom", "pin"), "unsupported clevis pin")
             if not custom.get("config"):
@@ -671,7 +724,7 @@ class _Validator:
                 except UnitSyntaxError as e:
                     self.err((*path, "contents"), f"invalid unit content: {e}")
                 else:
-                    if u.get("enabled") and "Install" not in sections:
+                    if u.get("enabled") and contents and "Install" not in sections:
                         self.warn((*path, "contents"),
                                   f"unit {name!r} is enabled, but has no install section so enable does nothing")
             elif u.get("enabled") and "@" in name and not name.split("@", 1)[1].startswith("."):

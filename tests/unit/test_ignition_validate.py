@@ -214,7 +214,7 @@ def test_partition_overlap_and_filesystem_on_partitioned_disk():
         "filesystems": [{"device": "/dev/vda", "format": "ext4"}]})
     r = validate_config(data)
     assert [(p.json_path, p.message) for p in r.errors] == [
-        ("$.storage.disks.0.partitions.1", "partition 1 overlaps partition 2")]
+        ("$.storage.disks.0.partitions.1", "partitions overlap (partition 1 and 2)")]
     assert r.warnings[0].message == "filesystem overwrites partitioned device"
 
 
