@@ -39,7 +39,8 @@ from ..boot import grub
 from ..errors import BadImageError, UserInputError
 from ..fsutil import commit_tempfile, temp_path_in
 from ..ignition.integration import EMBEDDED_CONFIG, FIRSTBOOT_STAMP, CheckedConfig, check_config
-from .disk import BootPartition, copy_sparse, detect_format, find_boot_partition, write_back
+from .disk import (BootPartition, boot_partition_from, copy_sparse, detect_format,
+                   find_boot_partition, table_from_reader, write_back)
 
 log = logging.getLogger("imagebuilder.image.customize")
 
@@ -327,10 +328,37 @@ def _customize_guestfs(image: Path, fmt: str, c: Customization, report: ChangeRe
         app.close()
 
 
+def _customize_qemu(image: Path, fmt: str, c: Customization, report: ChangeReport) -> None:
+    """Non-raw image changed through QEMU's block layer (see imagebuilder.image.qemuimg)."""
+    from . import qemuimg
+
+    size = qemuimg.virtual_size(image, fmt)
+    with tempfile.TemporaryDirectory(prefix="imagebuilder-customize-") as td:
+        def read(off: int, n: int) -> bytes:
+            p = Path(td) / "window.raw"
+            qemuimg.extract(image, fmt, p, off, n)
+            data = p.read_bytes()
+            p.unlink()
+            return data
+
+        part = boot_partition_from(table_from_reader(read, size), read, str(image))
+        before, after = Path(td) / "boot.orig", Path(td) / "boot.new"
+        qemuimg.extract(image, fmt, before, part.offset, part.size)
+        with open(before, "rb") as s, open(after, "wb") as d:
+            copy_sparse(s, d, 0, part.size, 0)
+        whole = BootPartition(number=part.number, offset=0, size=part.size, label=part.label)
+        _customize_ext4(after, whole, c, report)
+        n = qemuimg.write_chunks(image, fmt, after, part.offset,
+                                 qemuimg.changed_chunks(before, after))
+        log.info("qemu-io wrote %d bytes into %s", n, image)
+
+
 def customize_image(image: str | os.PathLike[str], c: Customization, *,
                     output: str | os.PathLike[str] | None = None,
                     force: bool = False) -> ChangeReport:
     """Apply ``c`` to ``image`` (in place) or to a copy at ``output``; see the module doc."""
+    from . import qemuimg
+
     t0 = time.monotonic()
     src = Path(image)
     if not src.is_file():
@@ -339,10 +367,9 @@ def customize_image(image: str | os.PathLike[str], c: Customization, *,
     if out is not None and out.resolve() == src.resolve():
         out = None  # -o IMAGE is in place
     fmt = detect_format(src)
-    report = ChangeReport(image=str(src), output=str(out or src),
-                          backend="debugfs" if fmt == "raw" else f"libguestfs ({fmt})")
     if fmt == "raw":
         find_boot_partition(src)  # fail early with a clear message
+        report = ChangeReport(image=str(src), output=str(out or src), backend="debugfs")
         if out is None:
             _customize_raw_in_place(src, c, report)
         else:
@@ -350,6 +377,13 @@ def customize_image(image: str | os.PathLike[str], c: Customization, *,
                 with open(src, "rb") as s, open(tmp, "r+b") as d:
                     copy_sparse(s, d, 0, os.fstat(s.fileno()).st_size, 0)
                 _customize_ext4(tmp, find_boot_partition(tmp), c, report)
+        report.seconds = time.monotonic() - t0
+        return report
+    via_qemu = qemuimg.can_write(src, fmt)
+    report = ChangeReport(image=str(src), output=str(out or src),
+                          backend=f"debugfs + qemu-io ({fmt})" if via_qemu else f"libguestfs ({fmt})")
+    if via_qemu and out is None:
+        _customize_qemu(src, fmt, c, report)  # writes only after every check passed
     else:
         target = out if out is not None else src
         if out is not None and out.exists() and not force:
@@ -361,7 +395,10 @@ def customize_image(image: str | os.PathLike[str], c: Customization, *,
             with open(src, "rb") as s, open(tmp, "r+b") as d:
                 copy_sparse(s, d, 0, os.fstat(s.fileno()).st_size, 0)
             os.chmod(tmp, os.stat(src).st_mode & 0o7777)
-            _customize_guestfs(tmp, fmt, c, report)
+            if via_qemu:
+                _customize_qemu(tmp, fmt, c, report)
+            else:
+                _customize_guestfs(tmp, fmt, c, report)
             commit_tempfile(tmp, target, force=True if out is None else force)
         finally:
             tmp.unlink(missing_ok=True)

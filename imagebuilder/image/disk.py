@@ -7,12 +7,13 @@ import os
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Callable
 
-from ..disk.gpt import Table, read_gpt
+from ..disk.gpt import ENTRY_SIZE, SECTOR_SIZES, Table, _parse_entries, _parse_header, read_gpt
 from ..errors import BadImageError, UserInputError
 
 CHUNK = 1 << 20
+Reader = Callable[[int, int], bytes]  # read(offset, length) -> bytes
 
 
 def detect_format(path: Path) -> str:
@@ -87,6 +88,23 @@ def probe_fs(head: bytes) -> FsInfo:
 # --------------------------------------------------------------------------- boot partition
 
 
+def table_from_reader(read: Reader, size: int) -> Table:
+    """A GPT read through ``read(offset, n)`` (same rules as disk.gpt.read_gpt)."""
+    for ss in SECTOR_SIZES:
+        total = size // ss
+        for lba in (1, total - 1):
+            hdr = _parse_header(read(lba * ss, ss))
+            if hdr is None or hdr["my_lba"] != lba or hdr["entry_size"] < ENTRY_SIZE:
+                continue
+            raw = read(hdr["entries_lba"] * ss, hdr["num_entries"] * hdr["entry_size"])
+            return Table(disk_guid=hdr["disk_guid"], sector_size=ss, total_sectors=total,
+                         partitions=_parse_entries(raw, hdr["entry_size"]),
+                         num_entries=hdr["num_entries"], entry_size=hdr["entry_size"],
+                         first_usable=hdr["first_usable"], last_usable=hdr["last_usable"])
+    raise BadImageError("no valid GPT found",
+                        hint="customize-image and inspect need a GPT disk image")
+
+
 @dataclass(frozen=True)
 class BootPartition:
     number: int
@@ -104,20 +122,26 @@ def read_table(path: Path) -> Table:
                                  "(raw, or qcow2/vmdk via libguestfs)") from None
 
 
-def find_boot_partition(path: Path, table: Table | None = None) -> BootPartition:
+def boot_partition_from(table: Table, read: Reader, where: str) -> BootPartition:
     """The partition holding an ext4 filesystem labelled ``boot`` (GPT name ``boot`` first)."""
-    table = table or read_table(path)
     ss = table.sector_size
-    parts = sorted(table.partitions, key=lambda p: (p.name != "boot", p.number))
-    with open(path, "rb") as f:
-        for p in parts:
-            f.seek(p.offset(ss))
-            info = probe_fs(f.read(2048))
-            if info.type in ("ext2", "ext3", "ext4") and info.label == "boot":
-                return BootPartition(p.number, p.offset(ss), p.size(ss), info.label)
-    raise BadImageError(f"{path}: no ext4 filesystem labelled 'boot'",
+    for p in sorted(table.partitions, key=lambda p: (p.name != "boot", p.number)):
+        info = probe_fs(read(p.offset(ss), 2048))
+        if info.type in ("ext2", "ext3", "ext4") and info.label == "boot":
+            return BootPartition(p.number, p.offset(ss), p.size(ss), info.label)
+    raise BadImageError(f"{where}: no ext4 filesystem labelled 'boot'",
                         hint="customize-image needs an FCOS-layout image: a 'boot' ext4 "
                              "partition with BLS entries")
+
+
+def find_boot_partition(path: Path, table: Table | None = None) -> BootPartition:
+    table = table or read_table(path)
+    with open(path, "rb") as f:
+        def read(off: int, n: int) -> bytes:
+            f.seek(off)
+            return f.read(n)
+
+        return boot_partition_from(table, read, str(path))
 
 
 # --------------------------------------------------------------------------- copies

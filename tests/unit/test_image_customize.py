@@ -254,3 +254,29 @@ def test_not_an_fcos_image(tmp_path):
         fs.commit()
     with pytest.raises(BadImageError, match="no BLS entries"):
         customize_image(img2, load_customization(firstboot=True))
+
+
+@pytest.mark.skipif(shutil.which("qemu-img") is None or shutil.which("qemu-io") is None,
+                    reason="needs qemu-utils")
+def test_customize_qcow2_in_place_and_output(tmp_path):
+    from imagebuilder.image.inspect import inspect_image
+
+    raw = make_disk(tmp_path)
+    qcow = tmp_path / "disk.qcow2"
+    subprocess.run(["qemu-img", "convert", "-O", "qcow2", "-o", "cluster_size=65536", str(raw),
+                    str(qcow)], check=True)
+    rep = customize_image(qcow, load_customization(ignition=str(DEMO), karg_append=["q=1"]))
+    assert rep.backend == "debugfs + qemu-io (qcow2)"
+    info = json.loads(subprocess.run(["qemu-img", "info", "--output=json", str(qcow)],
+                                     capture_output=True, check=True).stdout)
+    assert info["format"] == "qcow2" and info["cluster-size"] == 65536
+    subprocess.run(["qemu-img", "check", str(qcow)], check=True, capture_output=True)
+    got = inspect_image(qcow)
+    assert got["format"] == "qcow2" and got["boot"]["ignition_config"]["size"] == len(DEMO.read_bytes())
+    assert "q=1" in got["boot"]["entries"][0]["options"].split()
+    before = sha(qcow)
+    out = tmp_path / "out.qcow2"
+    customize_image(qcow, load_customization(firstboot=False), output=out)
+    assert sha(qcow) == before
+    assert inspect_image(out)["boot"]["firstboot_stamp"] is False
+    assert inspect_image(qcow)["boot"]["firstboot_stamp"] is True
