@@ -395,7 +395,8 @@ def _run_console(argv: list[str], *, expect: re.Pattern | None, timeout: float, 
 
     def runner() -> None:
         try:
-            state["proc"] = run(argv, capture=True, check=False, stdout=wfd)
+            # the timeout is a backstop only: we stop QEMU ourselves via its pidfile
+            state["proc"] = run(argv, capture=True, check=False, stdout=wfd, timeout=timeout + 120)
         except BaseException as e:  # noqa: BLE001 - handed to the main thread
             state["error"] = e
         finally:

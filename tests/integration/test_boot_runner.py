@@ -106,6 +106,7 @@ def test_expect_matches_and_ignition_arrives_via_fw_cfg(guest, tmp_path):
     assert b"RUNNER-TEST-DONE" in log.read_bytes()
 
 
+@pytest.mark.slow
 def test_guest_exit_before_expect_is_a_negative_verdict(guest):
     res = boot(None, kernel=guest["kernel"], initrds=[guest["initrd"]],
                kargs=["console=ttyS0", "quiet", "panic=-1"], memory=512,
