@@ -18,8 +18,6 @@ import pytest
 from imagebuilder.boot import BootResult, boot
 from imagebuilder.boot import qemu as q
 
-pytestmark = pytest.mark.qemu
-
 IPXE_ISO = Path("/usr/lib/ipxe/ipxe.iso")
 IPXE_BANNER = r"iPXE initialising devices"
 
@@ -64,6 +62,7 @@ poweroff -f
     return {"kernel": kernel, "initrd": initrd, "fw_cfg": mod is not None}
 
 
+@pytest.mark.qemu
 def test_accel_auto_probes_once_and_caches(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     monkeypatch.delenv("IMAGEBUILDER_ACCEL", raising=False)
@@ -86,6 +85,7 @@ def test_accel_auto_probes_once_and_caches(tmp_path, monkeypatch):
     assert q.resolve_accel("auto") == "tcg"
 
 
+@pytest.mark.qemu
 def test_expect_matches_and_ignition_arrives_via_fw_cfg(guest, tmp_path):
     ign = tmp_path / "config.ign"
     ign.write_text('{"ignition":{"version":"3.3.0"},"passwd":{"users":[{"name":"fwcfg-user"}]}}')
@@ -106,6 +106,7 @@ def test_expect_matches_and_ignition_arrives_via_fw_cfg(guest, tmp_path):
     assert b"RUNNER-TEST-DONE" in log.read_bytes()
 
 
+@pytest.mark.qemu
 @pytest.mark.slow
 def test_guest_exit_before_expect_is_a_negative_verdict(guest):
     res = boot(None, kernel=guest["kernel"], initrds=[guest["initrd"]],
@@ -120,6 +121,7 @@ def test_guest_exit_before_expect_is_a_negative_verdict(guest):
     assert res.matched and res.reason == "powered-off"
 
 
+@pytest.mark.qemu
 def test_timeout_kills_the_guest(guest):
     res = boot(None, kernel=guest["kernel"], initrds=[guest["initrd"]],
                kargs=["console=ttyS0", "quiet", "hold"], memory=512,
@@ -128,6 +130,7 @@ def test_timeout_kills_the_guest(guest):
     assert 19 < res.duration < 40
 
 
+@pytest.mark.qemu
 def test_iso_as_cdrom_and_as_hybrid_disk():
     cd = boot(IPXE_ISO, accel="tcg", memory=256, expect=IPXE_BANNER, timeout=120)
     assert cd.matched, cd.output[-1500:]
@@ -138,6 +141,7 @@ def test_iso_as_cdrom_and_as_hybrid_disk():
     assert "Booting from Hard Disk" in disk.output
 
 
+@pytest.mark.qemu
 def test_disk_format_detected_qcow2(tmp_path):
     qcow = tmp_path / "ipxe.qcow2"
     subprocess.run(["qemu-img", "convert", "-O", "qcow2", str(IPXE_ISO), str(qcow)], check=True)
@@ -148,6 +152,7 @@ def test_disk_format_detected_qcow2(tmp_path):
     assert any("format=qcow2" in a for a in res.argv)
 
 
+@pytest.mark.qemu
 def test_cli_expect_exit_codes_stream_and_log(cli, tmp_path):
     log = tmp_path / "c.log"
     ok = cli("boot", str(IPXE_ISO), "--accel", "tcg", "-m", "256", "--expect", IPXE_BANNER,
@@ -165,6 +170,7 @@ def test_cli_expect_exit_codes_stream_and_log(cli, tmp_path):
     assert b"error: --expect 'NOT-THERE' not seen: timed out" in miss.stderr
 
 
+@pytest.mark.qemu
 def test_cli_input_errors(cli, tmp_path):
     r = cli("boot", str(tmp_path / "missing.img"), "--accel", "tcg")
     assert r.returncode == 2 and b"image not found" in r.stderr
@@ -174,3 +180,46 @@ def test_cli_input_errors(cli, tmp_path):
     assert r.returncode == 2 and b"need --kernel" in r.stderr
     r = cli("boot", str(IPXE_ISO), "--expect", "(", "--accel", "tcg")
     assert r.returncode == 2 and b"invalid regular expression" in r.stderr
+
+
+# ----------------------------------------------------------------------- no guest needed
+
+def test_build_argv_firmware_media_and_fw_cfg(tmp_path):
+    ign = tmp_path / "c.ign"
+    ign.write_text("{}")
+    argv = q.build_argv(IPXE_ISO, workdir=tmp_path, uefi=True, accel="tcg", memory=1024,
+                        ignition=ign)
+    s = " ".join(argv)
+    assert "-accel tcg,thread=multi" in s and "-m 1024" in s and "-machine q35" in s
+    assert "if=pflash,format=raw,unit=0,readonly=on,file=/usr/share/OVMF/OVMF_CODE" in s
+    assert f"if=pflash,format=raw,unit=1,file={tmp_path}/OVMF_VARS.fd" in s
+    assert (tmp_path / "OVMF_VARS.fd").stat().st_size > 0      # a private, writable copy
+    assert f"-fw_cfg name=opt/com.coreos/config,file={ign}" in s
+    assert "media=cdrom" in s and "-serial mon:stdio" in s and "-no-reboot" in s
+    hybrid = " ".join(q.build_argv(IPXE_ISO, workdir=tmp_path, hybrid_disk=True, accel="kvm"))
+    assert "-accel kvm -cpu host" in hybrid and "-machine pc" in hybrid
+    assert "format=raw,if=none,id=disk0,readonly=on" in hybrid and "media=cdrom" not in hybrid
+    with pytest.raises(Exception, match="exclude each other"):
+        q.build_argv(IPXE_ISO, workdir=tmp_path, cdrom=True, hybrid_disk=True)
+
+
+def test_console_cleaner_handles_split_escapes():
+    c = q._Cleaner()
+    raw = "\x1bc\x1b[?7l\x1b[2JSeaBIOS\r\n\x1b[0;1miPXE\x1b[0m ok\r\nCount: 3\x08 \x082\r\n".encode()
+    out = "".join(c.feed(raw[i:i + 3]) for i in range(0, len(raw), 3)) + c.feed(b"", final=True)
+    assert out == "SeaBIOS\niPXE ok\nCount: 2\n"
+    # a UTF-8 character split across reads survives
+    c = q._Cleaner()
+    data = "naïve\n".encode()
+    assert c.feed(data[:3]) + c.feed(data[3:]) == "naïve\n"
+
+
+def test_newc_archive_is_readable_by_cpio(tmp_path):
+    arc = q.newc_archive([("d", stat.S_IFDIR | 0o755, b""), ("d/f", stat.S_IFREG | 0o644, b"hello"),
+                          ("l", stat.S_IFLNK | 0o777, b"d/f"), ("dev/console", stat.S_IFCHR | 0o600, (5, 1))])
+    assert len(arc) % 512 == 0
+    listing = subprocess.run(["cpio", "-itv"], input=arc, capture_output=True, check=True).stdout.decode()
+    assert re.search(r"^drwxr-xr-x .* d$", listing, re.M)
+    assert re.search(r"^-rw-r--r-- .* 5 .* d/f$", listing, re.M)
+    assert re.search(r"^lrwxrwxrwx .* l -> d/f$", listing, re.M)
+    assert re.search(r"^crw------- .* 5,\s+1 .* dev/console$", listing, re.M)
