@@ -131,45 +131,92 @@ def _tail(path: Path, start: int, lines: int = LOG_TAIL_LINES) -> str:
     return "\n".join(data.decode(errors="replace").splitlines()[-lines:])
 
 
-def copy_and_hash(src: Path, dest: Path, *, want_hash: bool = True) -> tuple[int, str | None]:
-    """Copy a (sparse) file, keeping holes, and return (size, sha256) in one pass."""
-    h = hashlib.sha256() if want_hash else None
+def _extents(fd: int, size: int):
+    """Yield (start, end, is_data) runs of a file, using SEEK_DATA/SEEK_HOLE."""
+    pos = 0
+    while pos < size:
+        try:
+            data = os.lseek(fd, pos, os.SEEK_DATA)
+        except OSError:  # ENXIO: only a hole remains
+            data = size
+        if data > pos:
+            yield pos, data, False
+        if data >= size:
+            return
+        try:
+            hole = os.lseek(fd, data, os.SEEK_HOLE)
+        except OSError:
+            hole = size
+        yield data, hole, True
+        pos = hole
+
+
+def _sha256_sparse(src: Path) -> str:
+    h = hashlib.sha256()
     zeros = bytes(1 << 20)
-    with open(src, "rb") as fi, open(dest, "wb") as fo:
-        size = os.fstat(fi.fileno()).st_size
-        pos = 0
-        while pos < size:
-            try:
-                data_start = os.lseek(fi.fileno(), pos, os.SEEK_DATA)
-            except OSError:  # ENXIO: only a hole remains
-                data_start = size
-            if h is None:
-                pos = data_start
-            while pos < data_start:  # hole
-                n = min(len(zeros), data_start - pos)
-                h.update(zeros[:n])
-                pos += n
-            if pos >= size:
-                break
-            try:
-                hole = os.lseek(fi.fileno(), pos, os.SEEK_HOLE)
-            except OSError:
-                hole = size
-            fi.seek(pos)
-            fo.seek(pos)
-            while pos < hole:
-                chunk = fi.read(min(4 << 20, hole - pos))
+    with open(src, "rb", buffering=0) as f:
+        size = os.fstat(f.fileno()).st_size
+        for start, end, is_data in list(_extents(f.fileno(), size)):
+            if not is_data:
+                n = end - start
+                while n:
+                    k = min(n, len(zeros))
+                    h.update(zeros[:k] if k < len(zeros) else zeros)
+                    n -= k
+                continue
+            f.seek(start)
+            left = end - start
+            while left:
+                chunk = f.read(min(left, 4 << 20))
                 if not chunk:
                     break
-                if h is not None:
-                    h.update(chunk)
-                fo.write(chunk)
-                pos += len(chunk)
+                h.update(chunk)
+                left -= len(chunk)
+    return h.hexdigest()
+
+
+def _copy_sparse(src: Path, dest: Path) -> int:
+    with open(src, "rb") as fi, open(dest, "wb") as fo:
+        size = os.fstat(fi.fileno()).st_size
+        for start, end, is_data in list(_extents(fi.fileno(), size)):
+            if not is_data:
+                continue
+            off = start
+            while off < end:
+                try:
+                    n = os.copy_file_range(fi.fileno(), fo.fileno(), end - off, off, off)
+                except OSError:
+                    n = 0
+                if n == 0:  # not supported here: plain read/write
+                    fi.seek(off)
+                    fo.seek(off)
+                    chunk = fi.read(min(4 << 20, end - off))
+                    if not chunk:
+                        break
+                    fo.write(chunk)
+                    n = len(chunk)
+                off += n
         fo.truncate(size)
         fo.flush()
         os.fsync(fo.fileno())
     os.chmod(dest, 0o644)
-    return size, h.hexdigest() if h is not None else None
+    return size
+
+
+def copy_and_hash(src: Path, dest: Path, *, want_hash: bool = True) -> tuple[int, str | None]:
+    """Copy a (sparse) file keeping its holes, hashing it (sha256) at the same time.
+
+    The copy runs in the kernel (copy_file_range over the data extents) while a thread
+    hashes the file (hashlib releases the GIL), so the cost is max(copy, hash), not the sum.
+    """
+    if not want_hash:
+        return _copy_sparse(src, dest), None
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        digest = pool.submit(_sha256_sparse, src)
+        size = _copy_sparse(src, dest)
+        return size, digest.result()
 
 
 def _tool_versions(stage_types: set[str]) -> dict[str, str]:

@@ -101,3 +101,35 @@ def test_object_lock_is_exclusive(tmp_path):
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         finally:
             os.close(fd)
+
+
+@pytest.mark.parametrize("layout", ["hole-data-hole", "data-only", "hole-only", "data-hole-data"])
+def test_artifact_copy_keeps_holes_and_hashes_content(tmp_path, layout):
+    import hashlib
+
+    from imagebuilder.pipeline.engine import copy_and_hash
+
+    src = tmp_path / "disk.raw"
+    size = 24 << 20
+    with open(src, "wb") as f:
+        f.truncate(size)
+        if layout in ("hole-data-hole", "data-hole-data"):
+            f.seek(8 << 20)
+            f.write(os.urandom(3 << 20) if layout == "hole-data-hole" else b"")
+        if layout in ("data-only",):
+            f.seek(0)
+            f.write(os.urandom(size))
+        if layout == "data-hole-data":
+            f.seek(0)
+            f.write(b"head" * 1024)
+            f.seek(size - 4096)
+            f.write(b"tail" * 1024)
+    expected = hashlib.sha256(src.read_bytes()).hexdigest()
+    dest = tmp_path / "out.raw"
+    n, digest = copy_and_hash(src, dest)
+    assert (n, digest) == (size, expected)
+    assert dest.read_bytes() == src.read_bytes()
+    assert os.stat(dest).st_blocks <= os.stat(src).st_blocks + 16  # holes stay holes
+    dest.unlink()
+    assert copy_and_hash(src, dest, want_hash=False) == (size, None)
+    assert dest.read_bytes() == src.read_bytes()
