@@ -26,7 +26,8 @@ def validate(
     from ..ignition.validate import validate_config
     from .common import emit_json
 
-    datas = [(str(f), read_input(f, "Ignition config")) for f in files]  # all missing files fail first
+    # read everything first, so a missing file fails (exit 2) before any report is printed
+    datas = [("<stdin>" if str(f) == "-" else str(f), read_input(f, "Ignition config")) for f in files]
     reports = [validate_config(data, source=name) for name, data in datas]
     if as_json:
         emit_json([r.to_dict(strict=strict) for r in reports])

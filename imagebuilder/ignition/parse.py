@@ -3,7 +3,7 @@
 ``parse_json(data)`` returns a :class:`Document`: the decoded Python value plus,
 for every JSON path (a tuple of object keys and list indices), the line and
 column of the value and, for object members, of the key. Lines and columns are
-1-based and count characters, like ``ignition-validate`` does for ASCII input;
+1-based; columns count UTF-8 bytes, as ``ignition-validate`` does;
 like it, an object or array is located just after its opening bracket.
 
 Syntax errors raise :class:`JSONSyntaxError` carrying line and column. As in
@@ -16,7 +16,7 @@ from __future__ import annotations
 import bisect
 import json.decoder
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 JSONPath = tuple[str | int, ...]
@@ -32,25 +32,46 @@ class Position:
     column: int
 
 
-@dataclass
 class Document:
-    value: Any
-    # path -> position of the value
-    values: dict[JSONPath, Position] = field(default_factory=dict)
-    # path -> position of the member's key (object members only)
-    keys: dict[JSONPath, Position] = field(default_factory=dict)
+    """A parsed JSON value plus where each value (and object key) starts in the text.
+
+    Offsets are stored; lines and columns are computed only when asked for.
+    """
+
+    def __init__(self, text: str):
+        self.text = text
+        self.value: Any = None
+        self._values: dict[JSONPath, int] = {}  # path -> offset of the value
+        self._keys: dict[JSONPath, int] = {}  # path -> offset of the member's key
+        self._line_starts: list[int] | None = None
+
+    def position(self, offset: int) -> Position:
+        """Line and column (1-based; columns in UTF-8 bytes, like ignition-validate) of an offset."""
+        if self._line_starts is None:
+            self._line_starts = [0] + [m.end() for m in re.finditer("\n", self.text)]
+        i = bisect.bisect_right(self._line_starts, offset) - 1
+        start = self._line_starts[i]
+        segment = self.text[start:offset]
+        width = len(segment) if segment.isascii() else len(segment.encode("utf-8", "surrogatepass"))
+        return Position(i + 1, width + 1)
 
     def value_pos(self, path: JSONPath) -> Position | None:
         """Position of the value at path, or of its nearest existing ancestor."""
         p = tuple(path)
         while True:
-            pos = self.values.get(p)
-            if pos is not None or not p:
-                return pos
+            off = self._values.get(p)
+            if off is not None:
+                return self.position(off)
+            if not p:
+                return None
             p = p[:-1]
 
     def key_pos(self, path: JSONPath) -> Position | None:
-        return self.keys.get(tuple(path)) or self.value_pos(path)
+        off = self._keys.get(tuple(path))
+        return self.position(off) if off is not None else self.value_pos(path)
+
+    def has(self, path: JSONPath) -> bool:
+        return tuple(path) in self._values
 
 
 class JSONSyntaxError(ValueError):
@@ -69,17 +90,12 @@ def format_path(path: JSONPath) -> str:
 class _Parser:
     def __init__(self, text: str):
         self.text = text
-        self.doc = Document(None)
-        self._line_starts = [0] + [m.end() for m in re.finditer("\n", text)]
-
-    def pos(self, offset: int) -> Position:
-        i = bisect.bisect_right(self._line_starts, offset) - 1
-        return Position(i + 1, offset - self._line_starts[i] + 1)
+        self.doc = Document(text)
 
     def fail(self, message: str, offset: int) -> JSONSyntaxError:
         if offset >= len(self.text):
             message = "unexpected end of JSON input"
-        p = self.pos(offset)
+        p = self.doc.position(min(offset, len(self.text)))
         return JSONSyntaxError(message, p.line, p.column)
 
     def ws(self, i: int) -> int:
@@ -106,7 +122,7 @@ class _Parser:
         text = self.text
         c = text[i] if i < len(text) else ""
         # like ignition-validate, objects and arrays are located just inside their bracket
-        self.doc.values[path] = self.pos(i + 1 if c in "{[" and c else i)
+        self.doc._values[path] = i + 1 if c in "{[" and c else i
         if c == "{":
             return self.object(i + 1, path, depth)
         if c == "[":
@@ -147,7 +163,7 @@ class _Parser:
                 raise self.fail(f"{self.describe(i)} after object key", i)
             i = self.ws(i + 1)
             sub = (*path, key)
-            self.doc.keys[sub] = self.pos(key_at)
+            self.doc._keys[sub] = key_at
             out.pop(key, None)  # a repeated key: last one wins, and keeps its place last
             out[key], i = self.value(i, sub, depth + 1)
             i = self.ws(i)

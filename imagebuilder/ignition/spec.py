@@ -61,6 +61,9 @@ def is_supported(v: SpecVersion) -> bool:
 # --------------------------------------------------------------------------- enums
 
 
+_ALLOWED_CACHE: dict[tuple[str, SpecVersion], tuple[str, ...]] = {}
+
+
 class _Versioned(StrEnum):
     """A StrEnum whose members may have been introduced in a later spec version."""
 
@@ -69,9 +72,13 @@ class _Versioned(StrEnum):
         return {}
 
     @classmethod
-    def allowed(cls, version: SpecVersion) -> list[str]:
-        since = cls._since()
-        return [m.value for m in cls if since.get(m.value, V3_0) <= version]
+    def allowed(cls, version: SpecVersion) -> tuple[str, ...]:
+        key = (cls.__name__, version)
+        got = _ALLOWED_CACHE.get(key)
+        if got is None:
+            since = cls._since()
+            got = _ALLOWED_CACHE[key] = tuple(m.value for m in cls if since.get(m.value, V3_0) <= version)
+        return got
 
 
 class FilesystemFormat(_Versioned):

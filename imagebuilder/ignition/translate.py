@@ -82,7 +82,9 @@ def prune(value: Any, type_: spec.TypeSpec, version: SpecVersion) -> Any:
         return out
     if isinstance(type_, spec.ListOf) and isinstance(value, list):
         return [prune(v, type_.item, version) for v in value if v is not None]
-    return copy.deepcopy(value)
+    if isinstance(value, (dict, list)):  # a container where the schema has a scalar (type error)
+        return copy.deepcopy(value)
+    return value
 
 
 def _mask_special_bits(config: dict) -> None:

@@ -155,8 +155,9 @@ def check_path(p: str | None) -> str | None:
 
 
 _HEX = set(string.hexdigits)
-# RFC 2396 "uric" characters: what a data URL's payload may contain unescaped
-_URIC = set(string.ascii_letters + string.digits + ";/?:@&=+$,-_.!~*'()%")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_NOT_URIC = re.compile(r"[^A-Za-z0-9;/?:@&=+$,\-_.!~*'()%]")
+# _NOT_URIC: outside RFC 2396 "uric", i.e. what a data URL's payload may not contain unescaped
 _S3_ARN = re.compile(r"arn:aws:s3:::[^/]+/.+")
 _S3_AP_ARN = re.compile(r"arn:aws:s3:[a-z0-9-]+:\d{12}:accesspoint/[^/]+/object/.+")
 _DATA_MEDIATYPE = re.compile(r"[!#$&^_.+\w-]+/[!#$&^_.+\w-]+(;[!#$&^_.+\w-]+=([!#$&^_.+\w%-]+|\"[^\"]*\"))*|"
@@ -173,7 +174,7 @@ def check_data_url(url: str) -> str | None:
         header = header[: -len(";base64")]
     if not _DATA_MEDIATYPE.fullmatch(header):
         return "invalid data url: malformed media type"
-    if not set(payload) <= _URIC:
+    if _NOT_URIC.search(payload):
         return "invalid data character"
     try:
         raw = unquote_to_bytes(payload)
@@ -189,7 +190,7 @@ def check_data_url(url: str) -> str | None:
 
 def check_url(url: str, version: SpecVersion, schemes: list[str] | None = None) -> str | None:
     """Ignition's URL validation for resource sources; None if fine."""
-    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in url) or url.startswith(":"):
+    if _CONTROL.search(url) or url.startswith(":"):
         return "unable to parse url"
     if re.search(r"%(?![0-9A-Fa-f]{2})", url):
         return "unable to parse url"

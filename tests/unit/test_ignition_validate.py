@@ -9,7 +9,7 @@ import pytest
 
 from imagebuilder.errors import InvalidConfigError
 from imagebuilder.ignition import spec
-from imagebuilder.ignition.parse import JSONSyntaxError, format_path, parse_json
+from imagebuilder.ignition.parse import JSONSyntaxError, Position, format_path, parse_json
 from imagebuilder.ignition.systemd_unit import UnitSyntaxError, parse_unit
 from imagebuilder.ignition.translate import parse_config, translate
 from imagebuilder.ignition.validate import ensure_valid, validate_config
@@ -30,14 +30,14 @@ def test_parser_positions_multiline():
     text = '{\n  "a": {\n    "b": [1, "x",\n      {"c": true}]\n  }\n}\n'
     doc = parse_json(text)
     assert doc.value == {"a": {"b": [1, "x", {"c": True}]}}
-    assert (doc.values[("a", "b", 1)].line, doc.values[("a", "b", 1)].column) == (3, 14)
-    assert (doc.keys[("a",)].line, doc.keys[("a",)].column) == (2, 3)
-    c = doc.values[("a", "b", 2, "c")]
-    assert (c.line, c.column) == (4, 13)
+    assert doc.value_pos(("a", "b", 1)) == Position(3, 14)
+    assert doc.key_pos(("a",)) == Position(2, 3)
+    assert doc.value_pos(("a", "b", 2, "c")) == Position(4, 13)
     # objects and arrays are located just inside their opening bracket, like ignition-validate
-    assert (doc.values[("a", "b", 2)].line, doc.values[("a", "b", 2)].column) == (4, 8)
+    assert doc.value_pos(("a", "b", 2)) == Position(4, 8)
     # a missing path falls back to the closest existing ancestor
-    assert doc.value_pos(("a", "b", 2, "missing")) == doc.values[("a", "b", 2)]
+    assert not doc.has(("a", "b", 2, "missing"))
+    assert doc.value_pos(("a", "b", 2, "missing")) == Position(4, 8)
 
 
 @pytest.mark.parametrize("text, line, col, fragment", [
@@ -59,7 +59,7 @@ def test_parser_numbers_and_duplicate_keys():
     doc = parse_json('{"i": 420, "f": 1.5, "e": 1e3, "k": 1, "k": "last"}')
     assert doc.value == {"i": 420, "f": 1.5, "e": 1000.0, "k": "last"}
     assert isinstance(doc.value["i"], int) and isinstance(doc.value["e"], float)
-    assert doc.values[("k",)].column == 45  # the last "k" wins
+    assert doc.value_pos(("k",)) == Position(1, 45)  # the last "k" wins
 
 
 def test_format_path():
@@ -83,8 +83,8 @@ def test_spec_fields_by_version():
 def test_spec_enums_by_version():
     assert "none" not in spec.FilesystemFormat.allowed(spec.V3_2)
     assert "none" in spec.FilesystemFormat.allowed(spec.V3_3)
-    assert spec.HashFunction.allowed(spec.V3_0) == ["sha512"]
-    assert spec.UrlScheme.allowed(spec.V3_1) == ["http", "https", "tftp", "s3", "data"]
+    assert spec.HashFunction.allowed(spec.V3_0) == ("sha512",)
+    assert spec.UrlScheme.allowed(spec.V3_1) == ("http", "https", "tftp", "s3", "data")
     assert "gs" in spec.UrlScheme.allowed(spec.V3_2) and "arn" in spec.UrlScheme.allowed(spec.V3_4)
     assert spec.SpecVersion.parse("3.6.0") == spec.LATEST
     with pytest.raises(ValueError):
@@ -362,3 +362,10 @@ def test_cli_stdin_and_2x(cli):
     p = cli("ignition", "validate", "-", input=b'{"ignition": {"version": "2.2.0"}}')
     assert p.returncode == 1
     assert b"unsupported config version 2.2.0" in p.stdout
+
+
+def test_columns_count_utf8_bytes_like_ignition_validate():
+    data = '{"ignition":{"version":"3.3.0"},"passwd":{"users":[{"name":"é€","gecos":"日本"}]},' \
+           '"storage":{"files":[{"path":"rel"}]}}'.encode()
+    (p,) = validate_config(data).errors
+    assert (p.line, p.column) == (1, 116)  # what ignition-validate 2.14 prints for this input
