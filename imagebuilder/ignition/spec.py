@@ -175,6 +175,10 @@ class ClevisPin(_Versioned):
 
 CUSTOM_PIN_ANY_SINCE = V3_6
 SPECIAL_MODE_BITS_SINCE = V3_6
+# A file/directory/link at the path of a unit or drop-in that has contents: Ignition >= 2.15
+# rejects it for every spec; ignition-validate 2.14 (which knows 3.0-3.3) accepts it. We make it
+# an error from 3.4 and a warning before, so 3.0-3.3 verdicts stay those of ignition-validate.
+SYSTEMD_CONFLICT_ERROR_SINCE = V3_4
 LINK_TARGET_REQUIRED_SINCE = V3_3  # before 3.3 a missing link target passes Ignition's validator
 PARTITION_LABEL_MAX = 36
 LUKS_LABEL_MAX = 47

@@ -285,7 +285,12 @@ class _Validator:
         for kind in ("files", "directories", "links"):
             for i, node in enumerate(storage.get(kind) or []):
                 if node and node.get("path") in targets:
-                    self.err(("storage", kind, i, "path"), "path conflicts with systemd unit or dropin")
+                    path = ("storage", kind, i, "path")
+                    if self.version >= spec.SYSTEMD_CONFLICT_ERROR_SINCE:
+                        self.err(path, "path conflicts with systemd unit or dropin")
+                    else:  # Ignition 2.14 accepted this for 3.0-3.3; later releases reject it
+                        self.warn(path, "path conflicts with systemd unit or dropin "
+                                        "(newer Ignition releases reject this)")
 
     def ignition(self, ign: dict) -> None:
         base = ("ignition",)

@@ -369,3 +369,11 @@ def test_columns_count_utf8_bytes_like_ignition_validate():
            '"storage":{"files":[{"path":"rel"}]}}'.encode()
     (p,) = validate_config(data).errors
     assert (p.line, p.column) == (1, 116)  # what ignition-validate 2.14 prints for this input
+
+
+def test_systemd_conflict_is_a_warning_before_3_4():
+    body = dict(storage={"files": [{"path": "/etc/systemd/system/a.service"}]},
+                systemd={"units": [{"name": "a.service", "contents": "[Unit]\n"}]})
+    old = validate_config(cfg("3.3.0", **body))
+    assert old.valid and old.warnings[0].json_path == "$.storage.files.0.path"
+    assert errors(cfg("3.4.0", **body)) == [("$.storage.files.0.path", "path conflicts with systemd unit or dropin")]
