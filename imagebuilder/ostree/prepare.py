@@ -12,7 +12,8 @@ What :func:`prepare_tree` does, in order (each step is idempotent on its own out
    ``/usr/lib/modules/KVER/initramfs.img`` and runs dracut otherwise;
 5. moves the kernel to ``/usr/lib/modules/KVER/vmlinuz``; empties ``/boot`` (a mount point);
 6. writes ``/etc/machine-id`` (``uninitialized`` so systemd runs first-boot presets) and
-   ``/etc/fstab``;
+   ``/etc/fstab``; removes ``/etc/hostname`` and ``/etc/resolv.conf`` when they are copies
+   of the build host's (mmdebstrap copies both);
 7. removes device nodes in ``/dev`` and the contents of ``/run`` and ``/tmp``
    (``ostree commit`` rejects device nodes);
 8. FCOS symlinks: ``/home -> var/home``, ``/root -> var/roothome``, ``/opt``, ``/srv``,
@@ -313,6 +314,28 @@ def write_machine_id(tree: Path, mode: str) -> None:
         dbus_id.unlink()
 
 
+# files bootstrap tools (mmdebstrap, debootstrap) copy from the build host into the tree
+HOST_COPIED = ("etc/hostname", "etc/resolv.conf")
+
+
+def drop_host_copies(tree: Path, host_root: Path = Path("/")) -> list[str]:
+    """Remove files that are byte-identical copies of the build host's own (its hostname,
+    its resolver configuration): they describe the build machine, not the image."""
+    dropped = []
+    for rel in HOST_COPIED:
+        p, host = tree / rel, host_root / rel
+        if p.is_symlink() or not p.is_file() or not host.is_file():
+            continue
+        try:
+            same = p.read_bytes() == host.read_bytes()
+        except OSError:
+            continue
+        if same:
+            p.unlink()
+            dropped.append("/" + rel)
+    return dropped
+
+
 def write_fstab(tree: Path, lines: tuple[str, ...]) -> None:
     if not lines:
         return
@@ -470,6 +493,9 @@ def prepare_tree(tree: Path, opts: PrepareOptions) -> PrepareResult:
         raise InvalidConfigError(f"initramfs: {opts.initramfs!r} (expected dracut or prebuilt)")
     place_kernel(tree, kver, image)
     write_machine_id(tree, opts.machine_id)
+    host_copies = drop_host_copies(tree)
+    if host_copies:
+        log.info("removed build-host copies: %s", ", ".join(host_copies))
     write_fstab(tree, opts.fstab)
     removed_dev = clean_api_dirs(tree)
     make_toplevel_links(tree)

@@ -166,3 +166,17 @@ def test_selfcheck_not_installed_without_systemd(tmp_path: Path) -> None:
     tree = make_rootfs(tmp_path / "t")
     prepare_tree(tree, PREBUILT)
     assert not (tree / "usr/lib/systemd/system/imagebuilder-selfcheck.service").exists()
+
+
+def test_build_host_copies_are_dropped(tmp_path: Path) -> None:
+    from imagebuilder.ostree.prepare import drop_host_copies
+
+    host = tmp_path / "host"
+    (host / "etc").mkdir(parents=True)
+    (host / "etc/hostname").write_text("buildbox\n")
+    (host / "etc/resolv.conf").write_text("nameserver 10.0.0.1\n")
+    tree = make_rootfs(tmp_path / "t")
+    (tree / "etc/hostname").write_text("buildbox\n")  # copied from the host
+    (tree / "etc/resolv.conf").write_text("nameserver 192.0.2.53\n")  # the image's own
+    assert drop_host_copies(tree, host) == ["/etc/hostname"]
+    assert not (tree / "etc/hostname").exists() and (tree / "etc/resolv.conf").exists()
