@@ -120,10 +120,19 @@ class Store:
     @contextlib.contextmanager
     def tempdir(self, prefix: str) -> Iterator[Path]:
         """A locked scratch directory under tmp/, removed on exit (or by a later cleanup)."""
-        name = f"{prefix}-{uuid.uuid4().hex[:12]}"
-        lockpath = self.root / "tmp" / f"{name}.lock"
-        fd = os.open(lockpath, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        while True:
+            name = f"{prefix}-{uuid.uuid4().hex[:12]}"
+            lockpath = self.root / "tmp" / f"{name}.lock"
+            fd = os.open(lockpath, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            # a concurrent cleanup_stale() may have taken and unlinked the fresh lock file
+            # between open and flock: then our lock protects nothing; try another name
+            try:
+                if os.stat(lockpath).st_ino == os.fstat(fd).st_ino:
+                    break
+            except FileNotFoundError:
+                pass
+            os.close(fd)
         path = self.root / "tmp" / name
         path.mkdir()
         try:
