@@ -331,14 +331,17 @@ def build_argv(image: str | os.PathLike[str] | None, *, workdir: Path, uefi: boo
             argv += ["-drive", opts, "-device", "virtio-blk-pci,drive=disk0,bootindex=0"]
     if kernel is not None:
         argv += ["-kernel", os.fspath(kernel)]
-        if initrds:
-            # QEMU concatenates comma-separated initrds (like a bootloader loading several)
-            argv += ["-initrd", ",".join(os.fspath(i) for i in initrds)]
+        if len(initrds) == 1:
+            argv += ["-initrd", os.fspath(initrds[0])]
+        elif initrds:
+            # QEMU's Linux loader takes one initrd: concatenate them like a boot loader
+            # loading several does (each 4-byte aligned; the kernel unpacks them in order)
+            argv += ["-initrd", str(concat_initrds(initrds, workdir / "initrd.cat"))]
         if kargs:
             argv += ["-append", " ".join(kargs)]
     elif kargs or initrds:
-        raise UserInputError("--karg/--initrd need --kernel (direct kernel boot)",
-                             hint="to change an ISO's kernel arguments use `imagebuilder iso kargs`")
+        raise UserInputError("--karg/--initrd need --kernel (direct kernel boot), or an ISO",
+                             hint="to change an ISO's kernel arguments for good use `imagebuilder iso customize`")
     if ignition is not None:
         ign = os.path.abspath(os.fspath(ignition))
         if not os.path.isfile(ign):
@@ -352,6 +355,75 @@ def build_argv(image: str | os.PathLike[str] | None, *, workdir: Path, uefi: boo
         argv += ["-nic", "none"]
     argv += [str(a) for a in extra_args]
     return argv
+
+
+def concat_initrds(initrds: Sequence[str | os.PathLike[str]], dest: Path) -> Path:
+    with open(dest, "wb") as out:
+        for i in initrds:
+            with open(i, "rb") as f:
+                shutil.copyfileobj(f, out, 1 << 20)
+            out.write(b"\0" * (-out.tell() % 4))
+    return dest
+
+
+def iso_boot_entry(iso: str | os.PathLike[str], workdir: Path) -> tuple[Path, list[Path], list[str]]:
+    """The default boot entry of a live ISO, extracted for a direct kernel boot.
+
+    Reads ISOLINUX's (else GRUB's) config from the ISO: the default (else first) label's
+    kernel, its initrds and its kernel arguments (for a CoreOS ISO these include the kargs
+    embed area, so customized kargs and the Ignition area come along). Returns
+    (kernel, initrds, kargs) as files extracted into ``workdir``.
+    """
+    from ..iso.rebuild import list_files
+
+    files = list_files(Path(iso))
+    cfgs = [p for p in files if re.search(r"(?i)/(isolinux|syslinux)\.cfg$", p)]
+    cfgs += [p for p in files if p.lower().endswith("/grub.cfg")]
+    if not cfgs:
+        raise BadImageError(f"{iso}: no ISOLINUX or GRUB config found to take the kernel from")
+    cfg_local = workdir / "boot.cfg"
+    run(["xorriso", "-no_rc", "-osirrox", "on", "-indev", os.fspath(iso), "-extract", cfgs[0],
+         str(cfg_local)])
+    text = cfg_local.read_text(errors="replace")
+    base = cfgs[0].rsplit("/", 1)[0] or "/"
+    kernel = None
+    initrds: list[str] = []
+    args: list[str] = []
+    if re.search(r"(?i)(isolinux|syslinux)\.cfg$", cfgs[0]):
+        default = (re.search(r"(?im)^[ \t]*default[ \t]+(\S+)", text) or [None, None])[1]
+        labels = re.split(r"(?im)^[ \t]*label[ \t]+", text)[1:]
+        chosen = next((lb for lb in labels if default and lb.split(None, 1)[0] == default), None)
+        chosen = chosen or (labels[0] if labels else "")
+        k = re.search(r"(?im)^[ \t]*(?:kernel|linux)[ \t]+(\S+)", chosen)
+        a = re.search(r"(?im)^[ \t]*append[ \t]+(.*)$", chosen)
+        kernel = k.group(1) if k else None
+        for tok in (a.group(1).split() if a else []):
+            if tok.startswith("initrd="):
+                initrds += [x for x in tok[len("initrd="):].split(",") if x]
+            else:
+                args.append(tok)
+    else:
+        entry = re.split(r"(?m)^[ \t]*menuentry\b", text)
+        body = entry[1] if len(entry) > 1 else text
+        k = re.search(r"(?m)^[ \t]*linux(?:efi)?[ \t]+(\S+)(.*)$", body)
+        i = re.search(r"(?m)^[ \t]*initrd(?:efi)?[ \t]+(.*)$", body)
+        if k:
+            kernel, args = k.group(1), k.group(2).split()
+        initrds = i.group(1).split() if i else []
+    if not kernel:
+        raise BadImageError(f"{iso}: no kernel line in {cfgs[0]}")
+
+    def iso_path(p: str) -> str:
+        return p if p.startswith("/") else f"{base.rstrip('/')}/{p}"
+
+    wanted = [iso_path(kernel), *(iso_path(p) for p in initrds)]
+    cmd = ["xorriso", "-no_rc", "-osirrox", "on", "-indev", os.fspath(iso)]
+    local = []
+    for n, p in enumerate(wanted):
+        local.append(workdir / f"boot{n}")
+        cmd += ["-extract", p, str(local[-1])]
+    run(cmd)
+    return local[0], local[1:], args
 
 
 # --------------------------------------------------------------------------- console loop
@@ -494,7 +566,9 @@ def boot(image: str | os.PathLike[str] | None, *, uefi: bool = False, accel: str
     ends, e.g. ``poweroff`` with ``-no-reboot``) or ``timeout`` seconds pass.
     ``console``: a binary stream the raw console is copied to as it arrives.
     ``log_path``: also write the raw console there. ISOs boot as a CD unless
-    ``hybrid_disk``; disk formats come from ``qemu-img info``.
+    ``hybrid_disk``; disk formats come from ``qemu-img info``. ``kargs``/``initrds``
+    with an ISO and no ``kernel``: the ISO's default boot entry is booted directly
+    (its kernel, initrds and kargs, plus these), with the ISO still attached.
     """
     require(QEMU)
     if image is not None and not os.path.exists(image):
@@ -517,6 +591,12 @@ def boot(image: str | os.PathLike[str] | None, *, uefi: bool = False, accel: str
     acc = resolve_accel(accel)
     with tempfile.TemporaryDirectory(prefix="imagebuilder-boot-") as td:
         workdir = Path(td)
+        if kernel is None and (kargs or initrds) and image is not None and is_iso(image):
+            # an ISO with extra kargs: boot its default entry's kernel directly (the ISO
+            # stays attached), with the entry's kargs + ours
+            kernel, iso_initrds, iso_kargs = iso_boot_entry(image, workdir)
+            initrds = [*iso_initrds, *initrds]
+            kargs = [*iso_kargs, *kargs]
         argv = build_argv(image, workdir=workdir, uefi=uefi, accel=acc, memory=memory, smp=smp,
                           ignition=ignition, cdrom=cdrom, hybrid_disk=hybrid_disk,
                           snapshot=snapshot, kernel=kernel, initrds=initrds, kargs=kargs,

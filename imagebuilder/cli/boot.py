@@ -32,7 +32,9 @@ def boot_cmd(
                                   help="Discard guest writes to the disk (qemu snapshot=on)."),
     kernel: Path = typer.Option(None, "--kernel", help="Direct kernel boot: this kernel."),
     initrd: list[Path] = typer.Option([], "--initrd", help="Initrd for --kernel (repeatable)."),
-    karg: list[str] = typer.Option([], "--karg", help="Kernel argument for --kernel (repeatable)."),
+    karg: list[str] = typer.Option([], "--karg", help="Kernel argument (repeatable): for --kernel, "
+                                   "or for an ISO, whose default entry is then booted directly "
+                                   "with its own kargs plus these."),
     network: bool = typer.Option(False, "--net", help="Give the guest user-mode networking."),
     log: Path = typer.Option(None, "--log", help="Also write the raw console to this file."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Don't echo the console."),

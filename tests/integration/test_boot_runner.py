@@ -176,7 +176,9 @@ def test_cli_input_errors(cli, tmp_path):
     assert r.returncode == 2 and b"image not found" in r.stderr
     r = cli("boot", str(IPXE_ISO), "--accel", "warp")
     assert r.returncode == 2 and b"unknown accelerator" in r.stderr
-    r = cli("boot", str(IPXE_ISO), "--karg", "x=1", "--accel", "tcg")
+    disk = tmp_path / "disk.raw"
+    disk.write_bytes(b"\0" * (1 << 20))
+    r = cli("boot", str(disk), "--karg", "x=1", "--accel", "tcg")
     assert r.returncode == 2 and b"need --kernel" in r.stderr
     r = cli("boot", str(IPXE_ISO), "--expect", "(", "--accel", "tcg")
     assert r.returncode == 2 and b"invalid regular expression" in r.stderr

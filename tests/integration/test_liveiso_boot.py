@@ -14,7 +14,6 @@ import gzip
 import hashlib
 import importlib.util
 import json
-import shutil
 import urllib.parse
 from pathlib import Path
 
@@ -47,12 +46,8 @@ def pristine_iso() -> Path:
     return liveiso.build_liveiso()
 
 
-def _cli_has(cli, *verb: str) -> bool:
-    return cli(*verb, "--help").returncode == 0
-
-
 @pytest.fixture(scope="module")
-def customized_iso(pristine_iso, tmp_path_factory, request) -> Path:
+def customized_iso(pristine_iso, tmp_path_factory) -> Path:
     from tests.conftest import run_cli as cli
 
     d = tmp_path_factory.mktemp("live")
@@ -61,17 +56,9 @@ def customized_iso(pristine_iso, tmp_path_factory, request) -> Path:
     key = d / "ib-static-eth0.nmconnection"
     key.write_text(KEYFILE)
     out = d / "custom.iso"
-    if _cli_has(cli, "iso", "customize"):
-        r = cli("iso", "customize", "--live-ignition", str(ign), "--network-keyfile", str(key),
-                "--live-karg-append", KARG, "-o", str(out), str(pristine_iso))
-        assert r.returncode == 0, r.stderr.decode()
-    else:  # the individual verbs (the same embed areas, three steps)
-        shutil.copyfile(pristine_iso, out)
-        for args in (["iso", "ignition", "embed", "-i", str(ign), str(out)],
-                     ["iso", "network", "embed", "-k", str(key), str(out)],
-                     ["iso", "kargs", "modify", "-a", KARG, str(out)]):
-            r = cli(*args)
-            assert r.returncode == 0, (args, r.stderr.decode())
+    r = cli("iso", "customize", "--live-ignition", str(ign), "--network-keyfile", str(key),
+            "--live-karg-append", KARG, "-o", str(out), str(pristine_iso))
+    assert r.returncode == 0, r.stderr.decode()
     return out
 
 
@@ -162,3 +149,22 @@ def test_customized_iso_as_hybrid_disk_uefi(customized_iso):
     res = boot(customized_iso, uefi=True, hybrid_disk=True, accel="auto", memory=1024,
                expect=liveiso.MARK_END, timeout=300)
     _check_report(res, customized=True)
+
+
+@pytest.mark.qemu
+def test_direct_boot_of_iso_entry_with_extra_karg(customized_iso, cli, tmp_path):
+    """`boot ISO --karg X`: the ISO's default ISOLINUX entry is booted directly (its kernel,
+    both initrds incl. the Ignition area, its current kargs incl. the embed area's) plus X."""
+    from imagebuilder.boot.qemu import _Cleaner
+
+    log = tmp_path / "console.log"
+    r = cli("boot", str(customized_iso), "--karg", "ib.direct=1", "--memory", "1024", "-q",
+            "--expect", liveiso.MARK_END, "--timeout", "300", "--log", str(log))
+    assert r.returncode == 0, r.stderr.decode()[-2000:]
+    text = _Cleaner().feed(log.read_bytes(), final=True)
+    report = liveiso.parse_console(text)
+    cmdline = report["cmdline"].split()
+    assert cmdline[-2:] == [KARG, "ib.direct=1"]
+    assert "BOOT_IMAGE=/images/pxeboot/vmlinuz" not in cmdline      # no boot loader involved
+    assert IGN in _configs(report["ignition"])
+    assert report["keyfiles"] == {"ib-static-eth0.nmconnection": KEYFILE.rstrip("\n")}
