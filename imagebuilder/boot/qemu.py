@@ -293,7 +293,8 @@ def build_argv(image: str | os.PathLike[str] | None, *, workdir: Path, uefi: boo
                hybrid_disk: bool = False, snapshot: bool = False,
                kernel: str | os.PathLike[str] | None = None,
                initrds: Sequence[str | os.PathLike[str]] = (), kargs: Sequence[str] = (),
-               network: bool = False, extra_args: Sequence[str] = ()) -> list[str]:
+               network: bool = False, block_size: int | None = None,
+               extra_args: Sequence[str] = ()) -> list[str]:
     """The QEMU command line (without starting anything). ``accel`` must be resolved."""
     if smp is None:
         smp = max(1, min(2, os.cpu_count() or 1))
@@ -328,7 +329,12 @@ def build_argv(image: str | os.PathLike[str] | None, *, workdir: Path, uefi: boo
                 opts += ",readonly=on"
             if snapshot:
                 opts += ",snapshot=on"
-            argv += ["-drive", opts, "-device", "virtio-blk-pci,drive=disk0,bootindex=0"]
+            dev = "virtio-blk-pci,drive=disk0,bootindex=0"
+            if block_size:
+                if block_size not in (512, 4096):
+                    raise UserInputError(f"--block-size {block_size}: use 512 or 4096")
+                dev += f",logical_block_size={block_size},physical_block_size={block_size}"
+            argv += ["-drive", opts, "-device", dev]
     if kernel is not None:
         argv += ["-kernel", os.fspath(kernel)]
         if len(initrds) == 1:
@@ -558,7 +564,7 @@ def boot(image: str | os.PathLike[str] | None, *, uefi: bool = False, accel: str
          cdrom: bool | None = None, hybrid_disk: bool = False, snapshot: bool = False,
          kernel: str | os.PathLike[str] | None = None,
          initrds: Sequence[str | os.PathLike[str]] = (), kargs: Sequence[str] = (),
-         smp: int | None = None, network: bool = False,
+         smp: int | None = None, network: bool = False, block_size: int | None = None,
          console: BinaryIO | None = None) -> BootResult:
     """Boot ``image`` (disk image or ISO; None with ``kernel``) and watch the serial console.
 
@@ -569,6 +575,7 @@ def boot(image: str | os.PathLike[str] | None, *, uefi: bool = False, accel: str
     ``hybrid_disk``; disk formats come from ``qemu-img info``. ``kargs``/``initrds``
     with an ISO and no ``kernel``: the ISO's default boot entry is booted directly
     (its kernel, initrds and kargs, plus these), with the ISO still attached.
+    ``block_size``: 4096 presents the disk with 4K logical sectors.
     """
     require(QEMU)
     if image is not None and not os.path.exists(image):
@@ -600,7 +607,7 @@ def boot(image: str | os.PathLike[str] | None, *, uefi: bool = False, accel: str
         argv = build_argv(image, workdir=workdir, uefi=uefi, accel=acc, memory=memory, smp=smp,
                           ignition=ignition, cdrom=cdrom, hybrid_disk=hybrid_disk,
                           snapshot=snapshot, kernel=kernel, initrds=initrds, kargs=kargs,
-                          network=network, extra_args=extra_args)
+                          network=network, block_size=block_size, extra_args=extra_args)
         log_cm = open(log_path, "wb") if log_path is not None else contextlib.nullcontext(None)
         with log_cm as log_file:
             res = _run_console(argv, expect=pattern, timeout=timeout, workdir=workdir,

@@ -36,6 +36,8 @@ def boot_cmd(
                                    "or for an ISO, whose default entry is then booted directly "
                                    "with its own kargs plus these."),
     network: bool = typer.Option(False, "--net", help="Give the guest user-mode networking."),
+    block_size: int = typer.Option(None, "--block-size",
+                                   help="Disk sector size seen by the guest: 512 or 4096."),
     log: Path = typer.Option(None, "--log", help="Also write the raw console to this file."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Don't echo the console."),
     json_out: bool = typer.Option(False, "--json", help="Print the verdict as JSON on stdout "
@@ -56,7 +58,8 @@ def boot_cmd(
     res = boot(image, uefi=uefi, accel=accel, memory=memory, smp=smp, ignition=ignition,
                expect=expect, timeout=timeout, log_path=log, cdrom=True if cdrom else None,
                hybrid_disk=hybrid_disk, snapshot=snapshot, kernel=kernel, initrds=initrd,
-               kargs=karg, network=network, extra_args=qemu_arg, console=console)
+               kargs=karg, network=network, block_size=block_size, extra_args=qemu_arg,
+               console=console)
     if console is not None:
         console.write(b"\n")
         console.flush()

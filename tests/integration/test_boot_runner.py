@@ -201,6 +201,8 @@ def test_build_argv_firmware_media_and_fw_cfg(tmp_path):
     hybrid = " ".join(q.build_argv(IPXE_ISO, workdir=tmp_path, hybrid_disk=True, accel="kvm"))
     assert "-accel kvm -cpu host" in hybrid and "-machine pc" in hybrid
     assert "format=raw,if=none,id=disk0,readonly=on" in hybrid and "media=cdrom" not in hybrid
+    four_k = " ".join(q.build_argv(IPXE_ISO, workdir=tmp_path, hybrid_disk=True, block_size=4096))
+    assert "virtio-blk-pci,drive=disk0,bootindex=0,logical_block_size=4096,physical_block_size=4096" in four_k
     with pytest.raises(Exception, match="exclude each other"):
         q.build_argv(IPXE_ISO, workdir=tmp_path, cdrom=True, hybrid_disk=True)
 
