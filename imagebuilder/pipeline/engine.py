@@ -234,6 +234,15 @@ def _tool_versions(stage_types: set[str]) -> dict[str, str]:
         v = tool_version(tool)
         if v:
             versions[tool] = v
+    # filesystem tools decide the image bytes; they do not all know --version
+    if which("dpkg-query"):
+        with contextlib.suppress(Exception):
+            out = run_output(["dpkg-query", "-W", "-f", "${Package} ${Version}\n",
+                              "e2fsprogs", "xfsprogs", "dosfstools", "grub-common"], check=False)
+            for line in out.splitlines():
+                pkg, _, ver = line.partition(" ")
+                if ver.strip():
+                    versions[f"deb:{pkg}"] = ver.strip()
     return versions
 
 
