@@ -63,8 +63,12 @@ def _cli() -> list[str]:
 
 def _timed(argv: list[str], **kw) -> float:
     t0 = time.perf_counter()
-    subprocess.run(argv, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, **kw)
-    return time.perf_counter() - t0
+    r = subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, **kw)
+    t = time.perf_counter() - t0
+    if r.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv[:4])} ... failed ({r.returncode}): "
+                           f"{r.stderr.decode(errors='replace').strip()[-500:]}")
+    return t
 
 
 def _measure(argv: list[str]) -> tuple[int, float, float]:
