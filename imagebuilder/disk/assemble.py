@@ -33,13 +33,14 @@ class DiskOptions:
     sizes_mib: dict[str, int] = field(default_factory=dict)
     bios: bool | None = None  # None: on for 512-byte sectors, off for 4096
     uefi: bool = True
+    xfs_method: str = "auto"  # see filesystems.make_xfs
 
     @classmethod
     def from_options(cls, o: dict) -> "DiskOptions":
         return cls(size=o.get("size", "4G"), sector_size=int(o.get("sector_size", 512)),
                    root_fs=o.get("root_fs", "ext4"), seed=str(o.get("seed", "imagebuilder")),
                    sizes_mib=dict(o.get("partitions") or {}), bios=o.get("bios"),
-                   uefi=bool(o.get("uefi", True)))
+                   uefi=bool(o.get("uefi", True)), xfs_method=o.get("xfs_populate", "auto"))
 
     @property
     def want_bios(self) -> bool:
@@ -114,6 +115,7 @@ def build_disk(sysroot: Path, out: Path, opts: DiskOptions, workdir: Path, *,
         t0 = now
 
     boot_fs, root_fs, esp_fs = (layout.filesystems[n] for n in ("boot", "root", "EFI-SYSTEM"))
+    root_populate = "mkfs.ext4 -d"
 
     # ESP contents: sysroot/efi (if any) + our BOOTX64.EFI, mtimes normalized
     esp_dir = workdir / "esp"
@@ -143,8 +145,8 @@ def build_disk(sysroot: Path, out: Path, opts: DiskOptions, workdir: Path, *,
         fs.make_ext4(images["root"], layout.size("root"), sysroot / "root", uuid=root_fs.uuid,
                      label=root_fs.label, hash_seed=root_fs.hash_seed or root_fs.uuid, epoch=epoch)
     else:
-        fs.make_xfs(images["root"], layout.size("root"), sysroot / "root", uuid=root_fs.uuid,
-                    label=root_fs.label)
+        root_populate = fs.make_xfs(images["root"], layout.size("root"), sysroot / "root",
+                                    uuid=root_fs.uuid, label=root_fs.label, method=opts.xfs_method)
     lap("root")
 
     tmp = out.with_name(f".{out.name}.tmp")
@@ -177,6 +179,7 @@ def build_disk(sysroot: Path, out: Path, opts: DiskOptions, workdir: Path, *,
                        "efi_path": "EFI/BOOT/BOOTX64.EFI" if opts.uefi else None,
                        "grub_cfg": f"/{grub.GRUB_DIR}/grub.cfg", **({"bios_core": bios_info} if bios_info else {})},
         "reproducible": opts.root_fs == "ext4",
+        "root_populate": root_populate,
     })
     log.info("disk %s: allocated %d MiB; seconds %s", out, os.stat(out).st_blocks >> 11, timings)
     return record

@@ -238,19 +238,51 @@ def xfs_protofile(src: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
-def make_xfs(image: Path, size: int, src: Path | None, *, uuid: str, label: str) -> None:
-    """Create an XFS image (agcount 2, like FCOS) populated from src with a protofile."""
+XFS_METHODS = ("auto", "mount", "protofile")
+
+
+def can_loop_mount() -> bool:
+    return os.geteuid() == 0 and Path("/dev/loop-control").exists()
+
+
+def make_xfs(image: Path, size: int, src: Path | None, *, uuid: str, label: str,
+             method: str = "auto") -> str:
+    """Create an XFS image (agcount 2, like FCOS) populated from src. Returns the method.
+
+    ``mount`` (the ``auto`` choice as root): loop-mount the image and ``cp -a`` the tree in,
+    which keeps hard links (an ostree deployment shares its files with the repo), xattrs
+    and every mode bit. ``protofile``: rootless ``mkfs.xfs -p``; hard links become
+    copies, xattrs and the sticky bit are dropped, names with spaces are refused.
+    """
+    if method not in XFS_METHODS:
+        raise UserInputError(f"xfs populate method must be one of {', '.join(XFS_METHODS)}")
+    if method == "auto":
+        method = "mount" if src is not None and can_loop_mount() else "protofile"
     _fresh_file(image, size)
     argv: list[str | os.PathLike[str]] = ["mkfs.xfs", "-q", "-f", "-L", label, "-m", f"uuid={uuid}",
                                           "-d", "agcount=2"]
-    proto = None
-    if src is not None:
-        proto = image.with_suffix(image.suffix + ".proto")
-        proto.write_text(xfs_protofile(src))
-        argv += ["-p", proto]
-    argv.append(image)
+    if src is None or method == "mount":
+        run([*argv, image])
+        if src is not None:
+            _populate_by_mount(image, src)
+        return method
+    proto = image.with_suffix(image.suffix + ".proto")
+    proto.write_text(xfs_protofile(src))
     try:
-        run(argv)
+        run([*argv, "-p", proto, image])
     finally:
-        if proto is not None:
-            proto.unlink()
+        proto.unlink()
+    return method
+
+
+def _populate_by_mount(image: Path, src: Path) -> None:
+    mnt = image.with_suffix(image.suffix + ".mnt")
+    mnt.mkdir()
+    try:
+        run(["mount", "-t", "xfs", "-o", "loop", image, mnt])
+        try:
+            run(["cp", "-a", "--reflink=never", f"{src}/.", f"{mnt}/"])
+        finally:
+            run(["umount", mnt])
+    finally:
+        mnt.rmdir()

@@ -271,28 +271,38 @@ def test_missing_grub_cfg(tmp_path):
     assert "org.imagebuilder.grub.config" in (ei.value.hint or "")
 
 
+def _xfs_field(img: Path, path: str, field: str) -> str:
+    out = subprocess.run(["xfs_db", "-r", "-c", f"path {path}", "-c", f"print {field}", str(img)],
+                         capture_output=True, text=True).stdout
+    return out.split("=", 1)[1].strip()
+
+
 @pytest.mark.skipif(shutil.which("mkfs.xfs") is None, reason="needs xfsprogs")
-def test_xfs_root(tmp_path):
-    sr = make_sysroot(tmp_path, spaces=False)
+@pytest.mark.parametrize("method", [pytest.param("mount", marks=pytest.mark.root), "protofile"])
+def test_xfs_root(tmp_path, method):
+    sr = make_sysroot(tmp_path, spaces=method == "mount")
     disk = tmp_path / "xfs.raw"
-    rec = build_disk(sr, disk, DiskOptions(size="1G", root_fs="xfs", seed="x"), tmp_path / "w",
-                     epoch=EPOCH)
-    assert rec["reproducible"] is False
+    rec = build_disk(sr, disk, DiskOptions(size="1G", root_fs="xfs", seed="x", xfs_method=method),
+                     tmp_path / "w", epoch=EPOCH)
+    assert rec["reproducible"] is False and rec["root_populate"] == method
     parts = {p["name"]: p for p in rec["partitions"]}
     root = extract(disk, parts["root"]["offset"], parts["root"]["size"], tmp_path / "root.img")
     r = subprocess.run(["xfs_repair", "-n", "-f", str(root)], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     b = blkid(root)
     assert b["TYPE"] == "xfs" and b["LABEL"] == "root" and b["UUID"] == parts["root"]["filesystem"]["uuid"]
-    ls = subprocess.run(["xfs_db", "-r", "-c", "ls /ostree/deploy/syn/deploy/abc.0/usr/bin", str(root)],
-                        capture_output=True, text=True).stdout
-    assert " hi" in ls
+    hi = "/ostree/deploy/syn/deploy/abc.0/usr/bin/hi"
+    assert _xfs_field(root, hi, "core.mode") == "0100755"
+    # mount + cp -a keeps the ostree hard links and the sticky bit; a protofile cannot
+    assert _xfs_field(root, hi, "core.nlinkv2") == ("2" if method == "mount" else "1")
+    assert _xfs_field(root, "/var", "core.mode") == ("041777" if method == "mount" else "040777")
 
 
 def test_xfs_refuses_names_with_spaces(tmp_path):
     sr = make_sysroot(tmp_path, spaces=True)
     with pytest.raises(UserInputError, match="spaces"):
-        build_disk(sr, tmp_path / "x.raw", DiskOptions(size="1G", root_fs="xfs"), tmp_path / "w")
+        build_disk(sr, tmp_path / "x.raw", DiskOptions(size="1G", root_fs="xfs", xfs_method="protofile"),
+                   tmp_path / "w")
 
 
 # ------------------------------------------------------------------ stage executables
@@ -320,7 +330,8 @@ def test_stage_schemas_accept_engine_options_and_reject_unknown():
     jsonschema.validate({"firstboot": True, "console": ["tty0", "ttyS0,115200n8"]}, g)
     jsonschema.validate({"timeout": 3, "serial": {"unit": 1, "speed": 9600}, "terminals": ["serial"]}, g)
     jsonschema.validate({"size": "4G", "sector_size": 4096, "root_fs": "xfs", "seed": "s"}, d)
-    jsonschema.validate({"size": 8 << 30, "partitions": {"boot": 512}, "bios": False, "uefi": True}, d)
+    jsonschema.validate({"size": 8 << 30, "partitions": {"boot": 512}, "bios": False, "uefi": True,
+                         "xfs_populate": "protofile"}, d)
     for bad, schema in [({"firstbot": True}, g), ({"sector_size": 1024}, d), ({"size": "4X"}, d),
                         ({"root_fs": "btrfs"}, d), ({"partitions": {"swap": 1}}, d)]:
         with pytest.raises(jsonschema.ValidationError):
