@@ -243,8 +243,9 @@ def render_grub_cfg(entries: list[BlsEntry], *, timeout: int = 1,
 
 def write_grub_config(boot: Path, *, timeout: int = 1, serial: SerialConfig | None = SerialConfig(),
                       terminals: tuple[str, ...] = ("serial", "console"),
-                      firstboot: bool = False, firstboot_network_kargs: str = "") -> Path:
-    """Write ``boot/grub/grub.cfg`` (and the ``boot/ignition.firstboot`` stamp if asked)."""
+                      firstboot: bool | None = None, firstboot_network_kargs: str = "") -> Path:
+    """Write ``boot/grub/grub.cfg``. ``firstboot``: True writes the ``boot/ignition.firstboot``
+    stamp, False removes it, None leaves it as an earlier stage (ostree.deploy) made it."""
     entries = load_entries(boot)
     cfg = render_grub_cfg(entries, timeout=timeout, serial=serial, terminals=terminals,
                           firstboot_network_kargs=firstboot_network_kargs)
@@ -255,7 +256,7 @@ def write_grub_config(boot: Path, *, timeout: int = 1, serial: SerialConfig | No
     stamp = boot / "ignition.firstboot"
     if firstboot:
         stamp.write_text("")
-    elif stamp.exists():
+    elif firstboot is False and stamp.exists():
         stamp.unlink()
     return path
 

@@ -102,7 +102,11 @@ def test_write_grub_config_and_stamp(tmp_path):
     p = write_grub_config(boot, firstboot=True)
     assert p == boot / "grub" / "grub.cfg" and "menuentry" in p.read_text()
     assert (boot / "ignition.firstboot").read_text() == ""
+    write_grub_config(boot)  # not said: an existing stamp stays
+    assert (boot / "ignition.firstboot").exists()
     write_grub_config(boot, firstboot=False)
+    assert not (boot / "ignition.firstboot").exists()
+    write_grub_config(boot)
     assert not (boot / "ignition.firstboot").exists()
 
 
