@@ -13,7 +13,6 @@ import contextlib
 import errno
 import fcntl
 import os
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -68,6 +67,8 @@ def atomic_output(dest: str | os.PathLike[str], *, force: bool = False, mode: in
     parent = dest.parent if str(dest.parent) else Path(".")
     if not parent.is_dir():
         raise UserInputError(f"{parent}: output directory does not exist")
+    import tempfile
+
     fd, name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=parent)
     tmp = Path(name)
     try:
@@ -104,6 +105,8 @@ def temp_path_in(dest: str | os.PathLike[str], *, force: bool = False,
     parent = dest.parent if str(dest.parent) else Path(".")
     if not parent.is_dir():
         raise UserInputError(f"{parent}: output directory does not exist")
+    import tempfile
+
     fd, name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=parent)
     os.fchmod(fd, mode)
     os.close(fd)

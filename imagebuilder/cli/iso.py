@@ -2,7 +2,11 @@
 
 Groups: ``ignition``, ``network``, ``kargs``, ``extract``; commands ``reset`` and
 ``inspect``. Heavy modules are imported inside the commands so that building
-the CLI stays cheap.
+the CLI stays cheap. The command bodies live in :mod:`imagebuilder.cli.iso_ops`
+(no typer), shared with the start-up fast path (:mod:`imagebuilder.cli.fastpath`)
+that runs the hot verbs without building this CLI at all: an option added here
+must be added to the fast path's table too (or the fast path falls back to typer
+whenever it sees it, which is always safe).
 
 Extension points for other commands (``iso customize``, the ``customize-iso``
 alias, the ``pxe`` group):
@@ -17,18 +21,16 @@ alias, the ``pxe`` group):
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Optional
+from typing import Annotated, Optional
 
 import typer
 
-from .common import emit_json
+from . import iso_ops
 from . import pxe as _cz  # the customize flags, shared with pxe customize
-
-if TYPE_CHECKING:
-    from ..iso.image import IsoImage, Region
+from .common import emit_json
+from .iso_ops import check_output_target, open_iso_image, write_result  # noqa: F401 (API)
 
 _CTX = {"help_option_names": ["-h", "--help"]}
 
@@ -59,45 +61,6 @@ ForceOpt = Annotated[bool, typer.Option("--force", "-f",
 EXTRA_REGISTRATIONS: list[Callable[[typer.Typer], None]] = []
 
 
-def check_output_target(output: str | None, force: bool) -> None:
-    """Fail early (before any work) on a terminal stdout or an existing -o file."""
-    from ..errors import UserInputError
-    from ..iso.write import check_stdout_not_tty
-
-    if output == "-":
-        check_stdout_not_tty()
-    elif output is not None and Path(output).exists() and not force:
-        raise UserInputError(f"{output}: file exists", hint="use -f to overwrite")
-
-
-def open_iso_image(path: Path) -> IsoImage:
-    from ..iso.image import IsoImage
-
-    return IsoImage.open(path)
-
-
-def write_result(iso: IsoImage, patches: list[Region], output: str | None,
-                 force: bool = False) -> None:
-    """Apply patches: in place (output None), to stdout ('-') or to a new file."""
-    from ..iso.write import write_result as _write
-
-    _write(iso, patches, output, force)
-
-
-def _modify(input_iso: Path, output: str | None, force: bool,
-            mutate: Callable[[IsoImage], None]) -> None:
-    check_output_target(output, force)
-    with open_iso_image(input_iso) as iso:
-        mutate(iso)
-        write_result(iso, iso.patches(), output, force)
-
-
-def _write_stdout(data: bytes) -> None:
-    sys.stdout.flush()
-    sys.stdout.buffer.write(data)
-    sys.stdout.buffer.flush()
-
-
 # -- ignition ----------------------------------------------------------------------------
 @ignition_app.command("embed")
 def ignition_embed(
@@ -109,36 +72,19 @@ def ignition_embed(
     force: ForceOpt = False,
 ) -> None:
     """Embed an Ignition config in an ISO image."""
-    from ..errors import UserInputError
-    from ..fsutil import read_input
-
-    config = read_input(ignition_file if ignition_file is not None else "-", "Ignition config")
-
-    def mutate(iso: IsoImage) -> None:
-        if iso.has_ignition and not force:
-            raise UserInputError(
-                "This ISO image already has an embedded Ignition config; use -f to force.")
-        iso.set_ignition(config)
-
-    _modify(input_iso, output, force, mutate)
+    iso_ops.ignition_embed(input_iso, ignition_file, output, force)
 
 
 @ignition_app.command("show")
 def ignition_show(input_iso: InputIso) -> None:
     """Show the embedded Ignition config of an ISO image."""
-    from ..errors import UserInputError
-
-    with open_iso_image(input_iso) as iso:
-        config = iso.ignition
-    if config is None:
-        raise UserInputError("No embedded Ignition config.")
-    _write_stdout(config)
+    iso_ops.ignition_show(input_iso)
 
 
 @ignition_app.command("remove")
 def ignition_remove(input_iso: InputIso, output: OutputOpt = None, force: ForceOpt = False) -> None:
     """Remove an existing embedded Ignition config from an ISO image (keeps network settings)."""
-    _modify(input_iso, output, force, lambda iso: iso.remove_ignition())
+    iso_ops.ignition_remove(input_iso, output, force)
 
 
 # -- network -----------------------------------------------------------------------------
@@ -152,21 +98,7 @@ def network_embed(
     force: ForceOpt = False,
 ) -> None:
     """Embed NetworkManager keyfiles for the live system's initramfs."""
-    from ..errors import UserInputError
-    from ..fsutil import read_input
-
-    files = [(p.name, read_input(p, "keyfile")) for p in keyfile]
-
-    def mutate(iso: IsoImage) -> None:
-        if not iso.features.live_initrd_network:
-            raise UserInputError("This OS image does not support customizing network settings.")
-        if iso.has_network and not force:
-            raise UserInputError(
-                "This ISO image already has embedded network settings; use -f to force.")
-        iso.remove_network()
-        iso.add_network_keyfiles(files)
-
-    _modify(input_iso, output, force, mutate)
+    iso_ops.network_embed(input_iso, keyfile, output, force)
 
 
 @network_app.command("extract")
@@ -203,13 +135,13 @@ def network_extract(
             out.append(b"\n")
         out.append(f"########## {name} ##########\n".encode())
         out.append(data)
-    _write_stdout(b"".join(out))
+    iso_ops.write_stdout(b"".join(out))
 
 
 @network_app.command("remove")
 def network_remove(input_iso: InputIso, output: OutputOpt = None, force: ForceOpt = False) -> None:
     """Remove the embedded network settings (keeps the Ignition config)."""
-    _modify(input_iso, output, force, lambda iso: iso.remove_network())
+    iso_ops.network_remove(input_iso, output, force)
 
 
 # -- kargs -------------------------------------------------------------------------------
@@ -227,14 +159,13 @@ def kargs_modify(
     force: ForceOpt = False,
 ) -> None:
     """Modify the live kernel arguments (delete, then append, then replace)."""
-    _modify(input_iso, output, force, lambda iso: iso.modify_kargs(
-        append=append or [], delete=delete or [], replace=replace or []))
+    iso_ops.kargs_modify(input_iso, append or [], delete or [], replace or [], output, force)
 
 
 @kargs_app.command("reset")
 def kargs_reset(input_iso: InputIso, output: OutputOpt = None, force: ForceOpt = False) -> None:
     """Reset the live kernel arguments to their defaults."""
-    _modify(input_iso, output, force, lambda iso: iso.reset_kargs())
+    iso_ops.kargs_reset(input_iso, output, force)
 
 
 @kargs_app.command("show")
@@ -244,15 +175,14 @@ def kargs_show(
                                           help="Show the default kernel arguments.")] = False,
 ) -> None:
     """Show the live kernel arguments."""
-    with open_iso_image(input_iso) as iso:
-        print(iso.default_kargs if default else iso.kargs)
+    iso_ops.kargs_show(input_iso, default)
 
 
 # -- whole image -------------------------------------------------------------------------
 @iso_app.command("reset")
 def iso_reset(input_iso: InputIso, output: OutputOpt = None, force: ForceOpt = False) -> None:
     """Restore the ISO to its pristine state: no embedded files, default kernel arguments."""
-    _modify(input_iso, output, force, lambda iso: iso.reset())
+    iso_ops.iso_reset(input_iso, output, force)
 
 
 @iso_app.command("inspect")
@@ -381,7 +311,6 @@ def iso_customize(
         "--volume-id", metavar="LABEL", help="ISOs without embed areas: new volume ID (rebuilds).")] = None,
 ) -> None:
     """Customize a live ISO: install options, Ignition, network, live kargs (like coreos-installer)."""
-    from ..iso.customize import customize_iso
     from .common import info
 
     c = _cz.customizations_from_options(
@@ -401,9 +330,7 @@ def iso_customize(
         info(f"rebuilt {r.output}: {len(r.added_files)} file(s) added, {r.kernel_lines} kernel "
              f"line(s) edited in {len(r.edited_configs)} config(s), volume ID {r.volume_id!r}")
         return
-    with open_iso_image(input_iso) as iso:
-        customize_iso(iso, c, force=force, notes=info)
-        write_result(iso, iso.patches(), output, force)
+    iso_ops.customize_in_place_areas(input_iso, output, force, c, notes=info)
 
 
 def register(app: typer.Typer) -> None:

@@ -1,16 +1,24 @@
 """The ``imagebuilder`` entry point: global options, sub-command registration and
-the single top-level error handler."""
+the single top-level error handler.
+
+Start-up cost matters (an in-place ISO embed is a few ms of work), so importing
+this module imports nothing heavy: :func:`main` first offers the command line to
+:mod:`imagebuilder.cli.fastpath` (the hot ``iso`` verbs, no typer at all) and
+only otherwise builds the typer app (:func:`get_app`, which imports and
+registers every command module). ``app`` is still importable; it is built on
+first access.
+"""
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import sys
-
-import typer
 
 from .. import __version__
 from . import common
+
+TYPE_CHECKING = False  # not typing.TYPE_CHECKING: typing costs ~3 ms to import at start-up
+if TYPE_CHECKING:
+    import typer
 
 # Command modules, each with register(app). Listed here in the order they appear in --help.
 COMMAND_MODULES = [
@@ -22,45 +30,68 @@ COMMAND_MODULES = [
     "imagebuilder.cli.image",
 ]
 
-app = typer.Typer(
-    name="imagebuilder",
-    help="Build and customize bootable FCOS/RHCOS-style OS images.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-    context_settings={"help_option_names": ["-h", "--help"]},
-)
+_APP: typer.Typer | None = None
 
 
-def _version(value: bool) -> None:
-    if value:
-        print(f"imagebuilder {__version__}")
-        raise typer.Exit(0)
+def _build_app() -> typer.Typer:
+    import typer
+
+    app = typer.Typer(
+        name="imagebuilder",
+        help="Build and customize bootable FCOS/RHCOS-style OS images.",
+        no_args_is_help=True,
+        add_completion=False,
+        pretty_exceptions_enable=False,
+        context_settings={"help_option_names": ["-h", "--help"]},
+    )
+
+    def _version(value: bool) -> None:
+        if value:
+            print(f"imagebuilder {__version__}")
+            raise typer.Exit(0)
+
+    @app.callback()
+    def _global(
+        verbose: int = typer.Option(0, "--verbose", "-v", count=True,
+                                    help="Log external commands (-v) and debug detail (-vv)."),
+        debug: bool = typer.Option(False, "--debug", help="Show tracebacks for errors."),
+        version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                     help="Print the version and exit."),
+    ) -> None:
+        common.setup_logging(verbose, debug)
+
+    _register_all(app)
+    return app
 
 
-@app.callback()
-def _global(
-    verbose: int = typer.Option(0, "--verbose", "-v", count=True,
-                                help="Log external commands (-v) and debug detail (-vv)."),
-    debug: bool = typer.Option(False, "--debug", help="Show tracebacks for errors."),
-    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
-                                 help="Print the version and exit."),
-) -> None:
-    common.setup_logging(verbose, debug)
+def _register_all(app: typer.Typer) -> None:
+    import importlib
+    import importlib.util
 
-
-def _register_all() -> None:
     for name in COMMAND_MODULES:
         if importlib.util.find_spec(name) is None:
             continue
         importlib.import_module(name).register(app)
 
 
-_register_all()
+def get_app() -> typer.Typer:
+    """The typer app with every command module registered (built once, on first use)."""
+    global _APP
+    if _APP is None:
+        _APP = _build_app()
+    return _APP
+
+
+def __getattr__(name: str):
+    if name == "app":
+        return get_app()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _is_usage_error(e: Exception) -> bool:
     """Click-style usage errors (typer >= 0.29 vendors click as typer._click)."""
+    import typer
+
     base = getattr(typer, "TyperException", None)
     if base is None:  # older typer on top of click
         import click
@@ -72,9 +103,14 @@ def _is_usage_error(e: Exception) -> bool:
 def main(argv: list[str] | None = None) -> int:
     from ..errors import ImageBuilderError, ToolError
 
-    debug = "--debug" in (argv if argv is not None else sys.argv[1:])
+    args = list(argv if argv is not None else sys.argv[1:])
+    debug = "--debug" in args
     try:
-        rv = app(args=argv, standalone_mode=False)
+        from . import fastpath
+
+        rv = fastpath.run(args)
+        if rv is None:
+            rv = get_app()(args=argv, standalone_mode=False)
         if isinstance(rv, int):
             return rv
     except ImageBuilderError as e:
@@ -88,18 +124,19 @@ def main(argv: list[str] | None = None) -> int:
         if e.hint:
             print(f"hint: {e.hint}", file=sys.stderr)
         return e.exit_code
-    except typer.Exit as e:
-        return e.exit_code
-    except typer.Abort:
-        print("aborted", file=sys.stderr)
-        return 130
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:
         return 141
-    except Exception as e:  # click usage errors, then genuine bugs
-        if _is_usage_error(e):
+    except Exception as e:  # typer's Exit/Abort, click usage errors, then genuine bugs
+        typer = sys.modules.get("typer")  # typer exceptions only exist if typer ran
+        if typer is not None and isinstance(e, typer.Exit):
+            return e.exit_code
+        if typer is not None and isinstance(e, typer.Abort):
+            print("aborted", file=sys.stderr)
+            return 130
+        if typer is not None and _is_usage_error(e):
             e.show()
             return int(getattr(e, "exit_code", 2) or 2)
         if debug:

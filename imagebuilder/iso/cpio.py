@@ -16,10 +16,8 @@ This is the byte layout of coreos-installer's ``Initrd::to_bytes`` (cpio-rs).
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import lzma
-import re
 import zlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -42,7 +40,6 @@ DIR_MODE = 0o040755
 _GZIP_MAGIC = b"\x1f\x8b"
 _XZ_MAGIC = b"\xfd7zXZ\x00"
 _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
-_NONZERO = re.compile(rb"[^\x00]")
 
 
 class InitrdError(BadImageError):
@@ -203,13 +200,10 @@ def _scan(raw: bytes) -> tuple[dict[str, Member], int]:
     out: dict[str, Member] = {}
     pos = 0
     end_of_data = 0
-    n = len(raw)
+    n = len(raw.rstrip(b"\0"))  # trailing zero padding (most of an embed area): nothing after it
     while pos < n:
-        # skip zero padding between archives
-        m = _NONZERO.search(raw, pos)
-        if m is None:
-            break
-        pos = m.start()
+        if raw[pos] == 0:  # skip zero padding between archives (C speed, unlike a regex)
+            pos = n - len(raw[pos:n].lstrip(b"\0"))
         head = raw[pos:pos + 6]
         if head[:2] == _GZIP_MAGIC or head == _XZ_MAGIC or head[:4] == _ZSTD_MAGIC:
             inner, pos = _decompress_one(raw, pos)
@@ -264,9 +258,9 @@ def xz_compress(data: bytes) -> bytes:
     """xz, preset 9, CRC32 check: what coreos-installer writes (and the kernel accepts).
 
     Byte-identical to ``lzma.compress(data, format=FORMAT_XZ, check=CHECK_CRC32,
-    preset=9)``; see :class:`_ArenaXz` for why it usually isn't called that way.
+    preset=9)``; see :class:`_LibLzmaXz` for why it usually isn't called that way.
     """
-    fast = _arena_xz()
+    fast = _liblzma_xz()
     if fast is not None:
         try:
             return fast.compress(data)
@@ -298,29 +292,32 @@ def members_from(items: Iterable[tuple[str, bytes | tuple[bytes, int] | Member]]
 
 
 # --------------------------------------------------------------------------
-# xz preset 9 without the per-call 64 MiB page-fault storm
+# xz preset 9 without the 64 MiB memset
 #
-# The preset-9 encoder (64 MiB dictionary) allocates a 64 MiB match-finder hash
-# table and zeroes it on every use. Through Python's lzma module that memory is
-# a fresh mmap each time: ~16k page faults, 60+ ms for a 1 KiB input. Here the
-# same liblzma encoder (same preset, same check => identical bytes) runs with
-# an lzma_allocator that carves its memory out of one persistent anonymous
-# mapping (transparent huge pages requested), so the pages are faulted once per
-# process. Anything unexpected falls back to lzma.compress().
-
-class _LzmaAllocator(ctypes.Structure):
-    _fields_ = [("alloc", ctypes.CFUNCTYPE(ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t,
-                                           ctypes.c_size_t)),
-                ("free", ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p)),
-                ("opaque", ctypes.c_void_p)]
-
+# The preset-9 encoder (LZMA2, 64 MiB dictionary, bt4 match finder) allocates a
+# 2^24-entry (64 MiB) hash table that must start out zeroed. Python's lzma
+# module hands liblzma its own allocator, so liblzma memsets the table: 16k
+# page faults, 64 MiB of RSS and tens of ms per call, whatever the input size.
+# Called without an allocator (as xz(1) and coreos-installer's xz2 crate call
+# it) liblzma uses calloc(), which glibc satisfies with fresh zero pages from
+# mmap and does not clear; only the hash buckets the input actually hashes to
+# are ever touched (a few MiB for a typical Ignition config; at most the
+# 64 MiB table for large, high-entropy inputs). Same library, same preset, same
+# check, so the bytes are those of lzma.compress(preset=9, CHECK_CRC32).
+#
+# Why not a smaller dictionary (patching the dict-size byte afterwards)? The
+# bt4 hash mask is derived from the dictionary size (2^24 buckets for any
+# dictionary above 16 MiB, fewer below); a smaller table adds hash collisions,
+# the colliding nodes use up the match finder's search depth (48 for preset 9)
+# and a match can go unfound -- the output then differs. test_iso_cpio.py has
+# a 5.8 KiB input where a 256 KiB dictionary does exactly that.
 
 class _LzmaStream(ctypes.Structure):
     _fields_ = [("next_in", ctypes.c_void_p), ("avail_in", ctypes.c_size_t),
                 ("total_in", ctypes.c_uint64),
                 ("next_out", ctypes.c_void_p), ("avail_out", ctypes.c_size_t),
                 ("total_out", ctypes.c_uint64),
-                ("allocator", ctypes.POINTER(_LzmaAllocator)), ("internal", ctypes.c_void_p),
+                ("allocator", ctypes.c_void_p), ("internal", ctypes.c_void_p),
                 ("reserved_ptr1", ctypes.c_void_p), ("reserved_ptr2", ctypes.c_void_p),
                 ("reserved_ptr3", ctypes.c_void_p), ("reserved_ptr4", ctypes.c_void_p),
                 ("reserved_int1", ctypes.c_uint64), ("reserved_int2", ctypes.c_uint64),
@@ -328,86 +325,68 @@ class _LzmaStream(ctypes.Structure):
                 ("reserved_enum1", ctypes.c_int), ("reserved_enum2", ctypes.c_int)]
 
 
-class _ArenaXz:
-    """liblzma's easy encoder (preset 9, CRC32) with a reusable bump-allocated arena."""
+class _LibLzmaXz:
+    """liblzma's easy encoder (preset 9, CRC32) with liblzma's default (calloc) allocator."""
 
-    ARENA = 1 << 30  # virtual; only touched pages count
-    _LZMA_OK, _LZMA_STREAM_END, _LZMA_FINISH, _CHECK_CRC32 = 0, 1, 3, 1
+    _LZMA_OK, _LZMA_STREAM_END, _LZMA_FINISH, _CHECK_CRC32, _PRESET = 0, 1, 3, 1, 9
 
     def __init__(self) -> None:
-        import mmap
-        import threading
-
         try:  # the library Python's own _lzma module is linked against (already loaded)
-            self.lib = ctypes.CDLL("liblzma.so.5")
+            lib = ctypes.CDLL("liblzma.so.5")
         except OSError:
             from ctypes.util import find_library
 
-            self.lib = ctypes.CDLL(find_library("lzma") or "liblzma.so")
-        self.lib.lzma_easy_encoder.argtypes = [ctypes.POINTER(_LzmaStream), ctypes.c_uint32,
-                                               ctypes.c_int]
-        self.lib.lzma_easy_encoder.restype = ctypes.c_int
-        self.lib.lzma_code.argtypes = [ctypes.POINTER(_LzmaStream), ctypes.c_int]
-        self.lib.lzma_code.restype = ctypes.c_int
-        self.lib.lzma_end.argtypes = [ctypes.POINTER(_LzmaStream)]
-        self.lib.lzma_end.restype = None
-        flags = mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | getattr(mmap, "MAP_NORESERVE", 0)
-        self.map = mmap.mmap(-1, self.ARENA, flags=flags)
-        with contextlib.suppress(AttributeError, OSError):
-            self.map.madvise(mmap.MADV_HUGEPAGE)
-        self.base = ctypes.addressof(ctypes.c_char.from_buffer(self.map))
-        self.used = 0
-        self.lock = threading.Lock()
-        alloc_t = _LzmaAllocator._fields_[0][1]
-        free_t = _LzmaAllocator._fields_[1][1]
-        self._alloc_cb = alloc_t(self._alloc)
-        self._free_cb = free_t(lambda opaque, ptr: None)
-        self.allocator = _LzmaAllocator(self._alloc_cb, self._free_cb, None)
-
-    def _alloc(self, opaque, nmemb, size):
-        n = (nmemb * size + 63) & ~63
-        if self.used + n > self.ARENA:
-            return None  # liblzma reports LZMA_MEM_ERROR; we fall back
-        p = self.base + self.used
-        self.used += n
-        return p
+            lib = ctypes.CDLL(find_library("lzma") or "liblzma.so")
+        stream_p = ctypes.POINTER(_LzmaStream)
+        lib.lzma_easy_encoder.argtypes = [stream_p, ctypes.c_uint32, ctypes.c_int]
+        lib.lzma_easy_encoder.restype = ctypes.c_int
+        lib.lzma_code.argtypes = [stream_p, ctypes.c_int]
+        lib.lzma_code.restype = ctypes.c_int
+        lib.lzma_end.argtypes = [stream_p]
+        lib.lzma_end.restype = None
+        self.lib = lib
 
     def compress(self, data: bytes) -> bytes:
-        with self.lock:
-            self.used = 0
-            strm = _LzmaStream()
-            strm.allocator = ctypes.pointer(self.allocator)
-            if self.lib.lzma_easy_encoder(ctypes.byref(strm), 9, self._CHECK_CRC32) != self._LZMA_OK:
-                raise MemoryError("lzma_easy_encoder failed")
-            try:
-                src = ctypes.create_string_buffer(data, len(data))
-                cap = len(data) + len(data) // 2 + 4096
-                dst = ctypes.create_string_buffer(cap)
-                strm.next_in = ctypes.addressof(src)
-                strm.avail_in = len(data)
-                strm.next_out = ctypes.addressof(dst)
-                strm.avail_out = cap
-                ret = self.lib.lzma_code(ctypes.byref(strm), self._LZMA_FINISH)
-                if ret != self._LZMA_STREAM_END:
-                    raise MemoryError(f"lzma_code returned {ret}")
-                return dst.raw[:strm.total_out]
-            finally:
-                self.lib.lzma_end(ctypes.byref(strm))
-                self.used = 0
-
-
-_ARENA_XZ: _ArenaXz | None = None
-_ARENA_XZ_FAILED = False
-
-
-def _arena_xz() -> _ArenaXz | None:
-    global _ARENA_XZ, _ARENA_XZ_FAILED
-    if _ARENA_XZ is None and not _ARENA_XZ_FAILED:
+        lib = self.lib
+        data = bytes(data)
+        strm = _LzmaStream()  # all zero == LZMA_STREAM_INIT; allocator NULL
+        ref = ctypes.byref(strm)
+        if lib.lzma_easy_encoder(ref, self._PRESET, self._CHECK_CRC32) != self._LZMA_OK:
+            raise MemoryError("lzma_easy_encoder failed")
         try:
-            _ARENA_XZ = _ArenaXz()
-        except Exception:  # no usable liblzma/mmap: plain lzma.compress() it is
-            _ARENA_XZ_FAILED = True
-    return _ARENA_XZ
+            src = ctypes.c_char_p(data)  # points into the bytes object: no copy
+            strm.next_in = ctypes.cast(src, ctypes.c_void_p).value
+            strm.avail_in = len(data)
+            out = []
+            while True:
+                cap = len(data) + len(data) // 8 + 4096
+                buf = ctypes.create_string_buffer(cap)
+                strm.next_out = ctypes.addressof(buf)
+                strm.avail_out = cap
+                ret = lib.lzma_code(ref, self._LZMA_FINISH)
+                out.append(buf.raw[:cap - strm.avail_out])
+                if ret == self._LZMA_STREAM_END:
+                    break
+                if ret != self._LZMA_OK:
+                    raise MemoryError(f"lzma_code returned {ret}")
+            del src
+            return b"".join(out)
+        finally:
+            lib.lzma_end(ref)
+
+
+_LIBLZMA_XZ: _LibLzmaXz | None = None
+_LIBLZMA_XZ_FAILED = False
+
+
+def _liblzma_xz() -> _LibLzmaXz | None:
+    global _LIBLZMA_XZ, _LIBLZMA_XZ_FAILED
+    if _LIBLZMA_XZ is None and not _LIBLZMA_XZ_FAILED:
+        try:
+            _LIBLZMA_XZ = _LibLzmaXz()
+        except Exception:  # no usable liblzma: plain lzma.compress() it is
+            _LIBLZMA_XZ_FAILED = True
+    return _LIBLZMA_XZ
 
 
 __all__ = [

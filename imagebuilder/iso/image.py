@@ -7,7 +7,6 @@ before it is returned; :mod:`imagebuilder.iso.write` applies them.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -240,6 +239,8 @@ class IsoImage:
     # -- reporting ------------------------------------------------------------------
     def inspect(self) -> dict:
         """Everything known about the ISO's embed areas, JSON-ready (no timestamps)."""
+        import hashlib  # only here: the embed path should not load OpenSSL
+
         a = self.ignition_area
         files = []
         for p, m in sorted(self._members.items()):

@@ -18,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -90,6 +89,8 @@ def write_copy(src: str | os.PathLike[str], dest: str | os.PathLike[str],
     parent = dest.parent if str(dest.parent) else Path(".")
     if not parent.is_dir():
         raise UserInputError(f"{parent}: output directory does not exist")
+    import tempfile
+
     with open(src, "rb") as sf:
         regions = validate_patches(patches, os.fstat(sf.fileno()).st_size)
         fd, name = tempfile.mkstemp(prefix=".imagebuilder-temp-", suffix=".iso", dir=parent)

@@ -130,17 +130,138 @@ def test_garbage_rejected():
         newc_archive({"/abs": Member(b"")})
 
 
+def _preset9(data: bytes) -> bytes:
+    return lzma.compress(data, format=lzma.FORMAT_XZ, check=lzma.CHECK_CRC32, preset=9)
+
+
 @pytest.mark.parametrize("size", [0, 1, 333, 70_000, 1_500_000])
 def test_xz_compress_is_exactly_lzma_preset9(size, monkeypatch):
-    """The arena-backed encoder must give lzma.compress(preset=9, CRC32)'s exact bytes."""
+    """The liblzma (calloc-allocator) encoder must give lzma.compress(preset=9, CRC32)'s exact bytes."""
     import random
 
     from imagebuilder.iso import cpio
 
     rnd = random.Random(size)
     data = bytes(rnd.getrandbits(8) for _ in range(size // 3)) + b"ignition " * (size // 13)
-    expected = lzma.compress(data, format=lzma.FORMAT_XZ, check=lzma.CHECK_CRC32, preset=9)
-    assert cpio._arena_xz() is not None  # liblzma is there on every supported system
+    expected = _preset9(data)
+    assert cpio._liblzma_xz() is not None  # liblzma is there on every supported system
     assert xz_compress(data) == expected
-    monkeypatch.setattr(cpio, "_arena_xz", lambda: None)  # the plain fallback agrees
+    monkeypatch.setattr(cpio, "_liblzma_xz", lambda: None)  # the plain fallback agrees
     assert xz_compress(data) == expected
+
+
+def _xz_corpus() -> list[tuple[str, bytes]]:
+    """Many differently-shaped inputs: sizes 0..300 KiB, entropy from none to full."""
+    import json
+    import random
+
+    rnd = random.Random(20261125)
+    out: list[tuple[str, bytes]] = []
+    to2 = bytes.maketrans(bytes(range(256)), b"\x00\x01" * 128)
+    to4 = bytes.maketrans(bytes(range(256)), b"acgt" * 64)
+    for n in (0, 1, 3, 4, 5, 64, 255, 1000, 4097, 20_000, 100_000, 262_144):
+        out.append((f"random-{n}", rnd.randbytes(n)))
+        out.append((f"zeros-{n}", b"\0" * n))
+        out.append((f"alpha2-{n}", rnd.randbytes(n).translate(to2)))
+        out.append((f"alpha4-{n}", rnd.randbytes(n).translate(to4)))
+        out.append((f"period7-{n}", (b"abcdefg" * (n // 7 + 1))[:n]))
+    for files in (0, 1, 3, 20, 200, 2000):
+        cfg = {"ignition": {"version": "3.4.0"},
+               "passwd": {"users": [{"name": "core", "sshAuthorizedKeys": [
+                   "ssh-ed25519 " + rnd.randbytes(32).hex()]}]},
+               "storage": {"files": [{"path": f"/etc/f{i}", "mode": 420, "contents": {
+                   "source": f"data:,{rnd.randbytes(rnd.randint(0, 40)).hex()}"}}
+                   for i in range(files)]}}
+        raw = json.dumps(cfg).encode()
+        out.append((f"ignition-{files}", raw))
+        members = {"config.ign": Member(raw),
+                   "etc/coreos-firstboot-network/eth0.nmconnection": Member(
+                       b"[connection]\nid=eth0\ntype=ethernet\n[ipv4]\nmethod=auto\n")}
+        out.append((f"initrd-{files}", newc_archive(members)))
+    for i in range(12):  # mixtures: chunks of text, repeats and noise
+        parts, n = [], 0
+        limit = rnd.choice([2_000, 30_000, 200_000])
+        while n < limit:
+            k = rnd.randint(1, 6_000)
+            kind = rnd.randrange(3)
+            chunk = (rnd.randbytes(k) if kind == 0 else rnd.randbytes(k).translate(to4)
+                     if kind == 1 else (parts[-1] if parts else b"q") * 2)
+            parts.append(chunk[:k])
+            n += len(parts[-1])
+        out.append((f"mix-{i}", b"".join(parts)))
+    return out
+
+
+def test_xz_compress_matches_preset9_on_many_inputs():
+    from imagebuilder.iso import cpio
+
+    assert cpio._liblzma_xz() is not None
+    corpus = _xz_corpus()
+    assert len(corpus) > 80
+    for name, data in corpus:
+        ours = xz_compress(data)
+        assert ours == _preset9(data), name
+        if len(data) < 5000:
+            assert xz_compress(data) == ours, name  # deterministic, call after call
+
+
+def _collision_stress(n_records: int = 48) -> bytes:
+    """An input on which preset 9 with a *smaller* dictionary finds a different match.
+
+    48 records share the 4-byte prefix P and, oldest first, sort ever further below the
+    final query, so the bt4 tree search for the query visits all 48 before it reaches the
+    oldest record, the only long match: exactly preset 9's search depth (48). R hashes to
+    P's bucket under the 2^17-entry table of a 256 KiB dictionary but not under the 2^24
+    entries of 64 MiB; inserted just before the query it adds one node to the path, and
+    with the small table the long match goes unfound.
+    """
+    import hashlib
+
+    def junk(tag: bytes, n: int) -> bytes:
+        raw = b"".join(hashlib.sha256(b"%s/%d" % (tag, i)).digest() for i in range(n // 32 + 1))
+        return bytes(0x80 + b % 0x70 for b in raw[:n])
+
+    p, a, r = b"\x10\x20\x30\x40", b"\x55", bytes.fromhex("f01881c3")
+    l1 = junk(b"L1", 90)
+    recs = [p + a + bytes([200 - i]) + (l1 if i == 1 else junk(b"b%d" % i, 90)) + junk(b"t%d" % i, 20)
+            for i in range(1, n_records + 1)]
+    query = p + a + bytes([199]) + l1[:80] + bytes([min(l1[80] + 1, 0xEF)]) + junk(b"q", 30)
+    return b"".join(recs) + r + junk(b"r", 40) + query + junk(b"e", 50)
+
+
+def _bt4_hash4(b: bytes, mask: int) -> int:
+    table = []
+    for i in range(256):
+        c = i
+        for _ in range(8):
+            c = (c >> 1) ^ (0xEDB88320 if c & 1 else 0)
+        table.append(c)
+    return ((table[b[0]] ^ b[1] ^ (b[2] << 8)) ^ (table[b[3]] << 5)) & mask
+
+
+def test_smaller_dictionary_is_not_byte_compatible():
+    """Why xz_compress keeps the 64 MiB dictionary: a 256 KiB one (dict-size byte patched
+    back to 64 MiB) gives different bytes on this 5.8 KiB input; 32 MiB (same 2^24 hash
+    table) does not."""
+    import zlib
+
+    p, r = b"\x10\x20\x30\x40", bytes.fromhex("f01881c3")
+    assert _bt4_hash4(p, (1 << 17) - 1) == _bt4_hash4(r, (1 << 17) - 1)
+    assert _bt4_hash4(p, (1 << 24) - 1) != _bt4_hash4(r, (1 << 24) - 1)
+    data = _collision_stress()
+
+    def with_dict(d: int) -> bytes:
+        c = bytearray(lzma.compress(data, format=lzma.FORMAT_XZ, check=lzma.CHECK_CRC32, filters=[
+            {"id": lzma.FILTER_LZMA2, "preset": 9, "dict_size": d}]))
+        hsize = (c[12] + 1) * 4  # block header: size, flags, LZMA2 filter id 0x21, 1 props byte
+        assert c[14:16] == b"\x21\x01"
+        c[16] = 0x1C  # the props byte of a 64 MiB dictionary
+        c[12 + hsize - 4:12 + hsize] = zlib.crc32(bytes(c[12:12 + hsize - 4])).to_bytes(4, "little")
+        return bytes(c)
+
+    expected = _preset9(data)
+    assert expected[16] == 0x1C
+    assert xz_compress(data) == expected
+    assert with_dict(32 << 20) == expected
+    assert with_dict(256 << 10) != expected
+    assert lzma.decompress(with_dict(256 << 10)) == data  # valid, just not the same bytes
