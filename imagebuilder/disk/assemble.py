@@ -8,6 +8,7 @@ BIOS (boot.img in the MBR, core.img in BIOS-BOOT).
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import shutil
@@ -66,17 +67,30 @@ def sparse_copy_into(src: Path, dst_fd: int, offset: int, limit: int) -> int:
                 break
             hole = os.lseek(fd, data, os.SEEK_HOLE)
             n = hole - data
-            off_in, off_out = data, offset + data
-            while n > 0:
-                k = os.copy_file_range(fd, dst_fd, n, off_in, off_out)
-                if k == 0:
-                    raise OSError(f"copy_file_range made no progress at {off_in}")
-                n -= k
-                off_in += k
-                off_out += k
-                copied += k
+            _copy_range(fd, dst_fd, data, offset + data, n)
+            copied += n
             pos = hole
     return copied
+
+
+def _copy_range(src_fd: int, dst_fd: int, off_in: int, off_out: int, n: int) -> None:
+    """copy_file_range, falling back to pread/pwrite where the kernel refuses
+    (EXDEV across filesystem types, EINVAL/ENOSYS/EOPNOTSUPP on some filesystems)."""
+    while n > 0:
+        try:
+            k = os.copy_file_range(src_fd, dst_fd, n, off_in, off_out)
+        except OSError as e:
+            if e.errno not in (errno.EXDEV, errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+                raise
+            k = 0
+        if k == 0:  # fallback chunk
+            buf = os.pread(src_fd, min(n, 4 << 20), off_in)
+            if not buf:
+                raise OSError(f"unexpected end of file at {off_in}")
+            k = os.pwrite(dst_fd, buf, off_out)
+        n -= k
+        off_in += k
+        off_out += k
 
 
 def _check_sysroot(sysroot: Path) -> None:
@@ -152,23 +166,27 @@ def build_disk(sysroot: Path, out: Path, opts: DiskOptions, workdir: Path, *,
     tmp = out.with_name(f".{out.name}.tmp")
     if tmp.exists():
         tmp.unlink()
-    with open(tmp, "wb") as f:
-        f.truncate(layout.table.size_bytes)
-    write_gpt(tmp, layout.table)
-    with open(tmp, "r+b") as f:
-        for name, img in images.items():
-            sparse_copy_into(img, f.fileno(), layout.offset(name), layout.size(name))
-            img.unlink()
-    lap("assemble")
-    bios_info = None
-    if opts.want_bios:
-        core = workdir / "core.img"
-        grub.build_bios_core(core, boot_fs.uuid)
-        bb = layout.partition("BIOS-BOOT")
-        bios_info = grub.install_bios(tmp, core, bb.first_lba, bb.size(opts.sector_size),
-                                      sector_size=opts.sector_size)
-        lap("grub-bios")
-    os.replace(tmp, out)
+    try:
+        with open(tmp, "wb") as f:
+            f.truncate(layout.table.size_bytes)
+        write_gpt(tmp, layout.table)
+        with open(tmp, "r+b") as f:
+            for name, img in images.items():
+                sparse_copy_into(img, f.fileno(), layout.offset(name), layout.size(name))
+                img.unlink()
+        lap("assemble")
+        bios_info = None
+        if opts.want_bios:
+            core = workdir / "core.img"
+            grub.build_bios_core(core, boot_fs.uuid)
+            bb = layout.partition("BIOS-BOOT")
+            bios_info = grub.install_bios(tmp, core, bb.first_lba, bb.size(opts.sector_size),
+                                          sector_size=opts.sector_size)
+            lap("grub-bios")
+        os.replace(tmp, out)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     shutil.rmtree(esp_dir)
     record = layout.to_dict()
     record.update({

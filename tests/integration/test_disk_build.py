@@ -386,3 +386,33 @@ def test_record_is_a_function_of_the_inputs(tmp_path):
     assert {**r1, "filename": None} == {**r2, "filename": None}
     assert set(timings) >= {"esp", "boot", "root", "assemble", "grub-bios"}
     json.dumps(r1)
+
+
+def test_sparse_copy_keeps_holes_and_falls_back(tmp_path, monkeypatch):
+    from imagebuilder.disk import assemble
+
+    src = tmp_path / "src.img"
+    with open(src, "wb") as f:
+        f.truncate(8 << 20)
+        f.seek(1 << 20)
+        f.write(b"A" * 4096)
+        f.seek(6 << 20)
+        f.write(b"B" * 10000)
+    for broken in (False, True):
+        if broken:
+            def refuse(*_a, **_k):
+                raise OSError(18, "Invalid cross-device link")  # EXDEV
+            monkeypatch.setattr(assemble.os, "copy_file_range", refuse)
+        dst = tmp_path / f"dst{broken}.img"
+        with open(dst, "wb") as f:
+            f.truncate(16 << 20)
+            n = assemble.sparse_copy_into(src, f.fileno(), 2 << 20, 8 << 20)
+        assert n >= 4096 + 10000
+        raw = dst.read_bytes()
+        assert raw[(3 << 20):(3 << 20) + 4096] == b"A" * 4096
+        assert raw[(8 << 20):(8 << 20) + 10000] == b"B" * 10000
+        assert raw.count(b"A") == 4096 and raw.count(b"B") == 10000
+        assert dst.stat().st_blocks * 512 < 2 << 20  # holes stayed holes
+    with pytest.raises(UserInputError, match="do not fit"):
+        with open(tmp_path / "small.img", "wb") as f:
+            assemble.sparse_copy_into(src, f.fileno(), 0, 1 << 20)
