@@ -27,12 +27,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from ..errors import BadImageError, InvalidConfigError, UserInputError
-from ..ignition.builder import ConfigBuilder
-from ..ignition.validate import validate_config
-from . import nmstate
 from .areas import OsFeatures
 from .image import IsoImage, embed_initrd_members
 from .kargs import modify_kargs
@@ -232,6 +227,8 @@ def parse_user_ignition(data: bytes, where: str,
         raise UserInputError(
             f"parsing Ignition config {where}: unsupported config version {version!r}",
             hint="Ignition spec 3.0.0 to 3.5.0 is accepted; translate Butane configs with butane first")
+    from ..ignition.validate import validate_config  # (heavy imports stay off the start-up path)
+
     report = validate_config(data, source=where)
     if report.errors:
         more = len(report.errors) - 1
@@ -252,6 +249,8 @@ def serialize_config(cfg: Mapping[str, Any]) -> bytes:
 
 def parse_installer_config(data: bytes, where: str) -> dict[str, Any]:
     """Parse (don't validate) a coreos-installer config file: a YAML mapping of known keys."""
+    import yaml
+
     try:
         obj = yaml.safe_load(data)
     except yaml.YAMLError as e:
@@ -277,6 +276,8 @@ def parse_installer_config(data: bytes, where: str) -> dict[str, Any]:
 
 def installer_yaml(conf: Mapping[str, Any]) -> bytes:
     """Serialize our generated installer config, keys in coreos-installer's order."""
+    import yaml
+
     ordered = {k: conf[k] for k in INSTALL_CONFIG_KEYS if k in conf and conf[k] not in (None, [], False)}
     return yaml.safe_dump(ordered, sort_keys=False, default_flow_style=False).encode()
 
@@ -326,6 +327,8 @@ class _Config:
     contents are gzip data URLs, as coreos-installer's ``make_resource`` writes them."""
 
     def __init__(self) -> None:
+        from ..ignition.builder import ConfigBuilder
+
         self.b = ConfigBuilder(LIVE_SPEC_VERSION)
         self.paths: set[str] = set()
         self.units: set[str] = set()
@@ -425,6 +428,8 @@ def plan(c: Customizations, features: OsFeatures | None = None) -> Plan:
         network[name] = data
         copy_network = True
     for path in c.network_nmstate:
+        from . import nmstate
+
         if not feats.live_initrd_network:
             raise UserInputError(MSG_NO_NETWORK)
         for name, data in nmstate.keyfiles_from_file(path):
