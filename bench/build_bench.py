@@ -157,6 +157,9 @@ def print_table(results: list[dict[str, Any]]) -> None:
 
     console = Console()
     for r in results:
+        if "error" in r:
+            console.print(f"[red]build engine: {r['image']}: failed[/]\n{r['error']}")
+            continue
         t = Table(title=f"build engine: {r['image']}", title_justify="left")
         t.add_column("stage")
         t.add_column("cold s", justify="right")
@@ -193,6 +196,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         work = Path(tempfile.mkdtemp(prefix=f"ib-build-bench-{image}-", dir=os.environ.get("TMPDIR", "/var/tmp")))
         try:
             results.append(bench_image(image, work))
+        except (SystemExit, Exception) as e:  # keep the other images' figures
+            results.append({"image": image, "error": str(e)[-2000:]})
         finally:
             if not args.keep:
                 shutil.rmtree(work, ignore_errors=True)

@@ -40,7 +40,7 @@ from ..run import tool_version, which
 from .manifest import Resolved, ResolvedStage, canonical_json
 from .progress import NullProgress, Progress
 from .stageapi import RECORD_DIR
-from .store import Store, rmtree
+from .store import Store, rmtree, unmount_under
 
 LOG_TAIL_LINES = 30
 KILL_GRACE_SECONDS = 10
@@ -425,6 +425,10 @@ class Engine:
             logf.write(b"\n==> interrupted\n")
             raise
         finally:
+            leaked = unmount_under(tree) + unmount_under(workdir)
+            if leaked:
+                logf.write(f"==> the stage left mounts behind; detached: {', '.join(leaked)}\n".encode())
+                self.progress.message(f"{rs.stage.type} left {len(leaked)} mount(s) behind (detached)")
             rmtree(workdir)
             with contextlib.suppress(FileNotFoundError):
                 args_path.unlink()

@@ -23,6 +23,7 @@ import contextlib
 import fcntl
 import json
 import os
+import re
 import shutil
 import time
 import uuid
@@ -30,7 +31,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from ..errors import UserInputError
+from ..errors import InternalError, UserInputError
 from ..run import run
 
 
@@ -45,10 +46,50 @@ def copy_tree(src: Path, dest: Path) -> None:
     run(["cp", "-a", "--reflink=auto", "--no-target-directory", os.fspath(src), os.fspath(dest)])
 
 
+def _unescape_mountinfo(field: str) -> str:
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
+
+
+def mounts_under(path: Path) -> list[str]:
+    """Mount points at or below path (deepest first), from /proc/self/mountinfo."""
+    base = os.path.realpath(path)
+    found = []
+    try:
+        with open("/proc/self/mountinfo") as f:
+            for line in f:
+                fields = line.split()
+                if len(fields) < 5:
+                    continue
+                mp = _unescape_mountinfo(fields[4])
+                if mp == base or mp.startswith(base.rstrip("/") + "/"):
+                    found.append(mp)
+    except OSError:
+        return []
+    return sorted(set(found), key=lambda m: m.count("/"), reverse=True)
+
+
+def unmount_under(path: Path) -> list[str]:
+    """Detach every mount below path (a killed stage may leave /proc or a /dev bind behind)."""
+    found = mounts_under(path)
+    for mp in found:
+        run(["umount", "--lazy", mp], check=False)
+    return found
+
+
 def rmtree(path: Path) -> None:
-    """Remove a tree even if a stage left read-only directories in it."""
+    """Remove a tree even if a stage left read-only directories or mounts in it.
+
+    Mounts are detached first and the removal refuses to run while any remain, so a
+    leftover bind mount (e.g. of /dev) can never make us delete host files.
+    """
     if not os.path.lexists(path):
         return
+    if os.path.isdir(path) and not os.path.islink(path) and mounts_under(path):
+        unmount_under(path)
+        left = mounts_under(path)
+        if left:
+            raise InternalError(f"refusing to remove {path}: still mounted: {', '.join(left)}",
+                                hint="unmount them (umount -l) and retry")
 
     def onerror(func, p, exc_info):
         parent = os.path.dirname(p)
@@ -157,7 +198,10 @@ class Store:
                     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 except BlockingIOError:
                     continue  # a live build owns it
-                rmtree(tmp / lockpath.name[: -len(".lock")])
+                try:
+                    rmtree(tmp / lockpath.name[: -len(".lock")])
+                except InternalError:
+                    continue  # still mounted (not root?): leave it, and its lock
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(lockpath)
                 removed.append(lockpath.name[: -len(".lock")])
@@ -171,8 +215,9 @@ class Store:
                 except FileNotFoundError:
                     continue
                 if age > 60:
-                    rmtree(entry)
-                    removed.append(entry.name)
+                    with contextlib.suppress(InternalError):
+                        rmtree(entry)
+                        removed.append(entry.name)
         return removed
 
     # -- objects

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 STEP = r'''#!/usr/bin/env python3
-import os, sys, time
+import os, subprocess, sys, time
 from pathlib import Path
 from imagebuilder.pipeline.stageapi import stage_main
 
@@ -41,6 +41,11 @@ def main(args):
         (args.tree / "data").write_text(
             ((args.tree / "data").read_text() if (args.tree / "data").exists() else "")
             + f"{name}:{','.join(listing)}:{data}\n")
+    if o.get("bind"):  # a stage that leaks a bind mount (like a chroot helper killed mid-way)
+        (args.tree / "bound").mkdir(exist_ok=True)
+        subprocess.run(["mount", "--bind", o["bind"], str(args.tree / "bound")], check=True)
+    if o.get("selfkill"):
+        os.kill(os.getpid(), 9)
     if o.get("fail"):
         print("boom: failing as asked", file=sys.stderr)
         sys.exit(3)
@@ -57,6 +62,8 @@ SCHEMA = {
         "fail": {"type": "boolean"},
         "pidfile": {"type": "string"},
         "hold_while": {"type": "string"},
+        "bind": {"type": "string"},
+        "selfkill": {"type": "boolean"},
     },
 }
 STEP_TYPE = "org.imagebuilder.test.step"
@@ -296,6 +303,37 @@ def test_sigint_stops_the_stage_and_writes_no_output(env, tmp_path):
     assert no_leftovers(out)
     assert len(env.objects()) == 1
     assert not list((env.cache / "tmp").iterdir())
+
+
+@pytest.mark.root
+@pytest.mark.parametrize("selfkill", [True, False])
+def test_mounts_left_by_a_stage_never_lead_to_deleting_host_files(env, tmp_path, selfkill):
+    host = tmp_path / "host-dir"
+    host.mkdir()
+    (host / "precious").write_text("keep me")
+    m = base_manifest()
+    m["pipelines"][0]["stages"][1]["options"].update({"bind": str(host), "selfkill": selfkill})
+    out = tmp_path / "out"
+    r = env.run(m, out)
+    from imagebuilder.pipeline.store import mounts_under
+
+    try:
+        assert (host / "precious").read_text() == "keep me"
+        assert mounts_under(env.cache) == []
+        if selfkill:
+            assert r.returncode == 4 and "killed by signal 9" in r.stderr
+            assert no_leftovers(out)
+        else:
+            assert r.returncode == 0, r.stderr
+            assert "left 1 mount(s) behind" in r.stderr
+            assert "the stage left mounts behind" in (out / "build.log").read_text()
+            summary = json.loads(r.stdout)
+            a1 = [s["id"] for s in summary["stages"] if (s["pipeline"], s["index"]) == ("a", 1)][0]
+            assert list((env.cache / "objects" / a1 / "tree" / "bound").iterdir()) == []
+        assert not list((env.cache / "tmp").iterdir())
+    finally:
+        for mp in mounts_under(tmp_path):
+            subprocess.run(["umount", "-l", mp])
 
 
 def test_concurrent_builds_share_the_store_safely(env, tmp_path):
