@@ -31,7 +31,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from ..errors import InternalError, UserInputError
+from ..errors import InternalError, ToolError, UserInputError
 from ..run import run
 
 
@@ -235,7 +235,14 @@ class Store:
                 if move:
                     os.rename(tree, dest)
                 else:
-                    copy_tree(tree, dest)
+                    try:
+                        copy_tree(tree, dest)
+                    except ToolError as e:
+                        raise ToolError(
+                            f"cannot store stage {oid[:12]} in the cache {self.root}: {e.message}",
+                            argv=e.argv, returncode=e.returncode, stderr=e.stderr,
+                            hint="free disk space, use another --cache, or store less with --checkpoint",
+                        ) from None
                 info = dict(meta or {})
                 info.update({"id": oid, "created": int(time.time())})
                 (tmp / "object.json").write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
