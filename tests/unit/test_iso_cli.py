@@ -264,6 +264,7 @@ def test_write_failure_is_a_clean_error(ib, iso, tmp_path, monkeypatch):
 
     orig = sha(iso)
     monkeypatch.setattr(iso_write.fsutil, "fast_copy", enospc)
+    monkeypatch.setattr(iso_write.os, "copy_file_range", enospc)  # write_copy's own copy loop
     r = ib("iso", "ignition", "embed", "-o", tmp_path / "out.iso", iso, input=CONFIG)
     assert r.returncode == 2
     assert b"error: writing " in r.stderr and b"No space left on device" in r.stderr

@@ -186,3 +186,36 @@ def test_embed_imports_no_cli_framework(tmp_path, iso_bytes):
     r = subprocess.run([sys.executable, "-m", "imagebuilder", "iso", "ignition", "show", str(iso)],
                        capture_output=True, env=env)
     assert r.returncode == 0 and r.stdout == CONFIG
+
+
+@pytest.mark.parametrize("fail_errno", [None, "EXDEV"])
+def test_write_copy_chunked_with_writeback(tmp_path, monkeypatch, fail_errno):
+    """-o's copy loop (copy_file_range chunks + writeback kicks) gives the same bytes; where
+    copy_file_range is unsupported it falls back to fsutil.fast_copy."""
+    import errno
+    import fcntl
+
+    from imagebuilder.iso import write as iso_write
+    from imagebuilder.iso.image import Region
+
+    src = tmp_path / "src.bin"
+    data = os.urandom(300_000)
+    src.write_bytes(data)
+    monkeypatch.setattr(iso_write, "_WRITEBACK_CHUNK", 4096)
+    def no_reflink(*a):
+        raise OSError(errno.EOPNOTSUPP, "no reflinks here")
+
+    monkeypatch.setattr(fcntl, "ioctl", no_reflink)
+    calls = []
+    real_cfr = os.copy_file_range
+
+    def cfr(*a):
+        calls.append(a[2])
+        if fail_errno:
+            raise OSError(getattr(errno, fail_errno), fail_errno)
+        return real_cfr(*a)
+
+    monkeypatch.setattr(iso_write.os, "copy_file_range", cfr)
+    iso_write.write_copy(src, tmp_path / "out.bin", [Region(5000, b"PATCH")])
+    assert (tmp_path / "out.bin").read_bytes() == data[:5000] + b"PATCH" + data[5005:]
+    assert len(calls) >= (1 if fail_errno else 300_000 // 4096)
