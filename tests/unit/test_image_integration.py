@@ -179,8 +179,34 @@ def _helper_env(tmp: Path, options: str, cmdline: str | None = None) -> tuple[di
     return env, boot
 
 
+def initramfs_commands() -> list[str]:
+    """The programs module-setup.sh puts into the initramfs (inst_multiple lines)."""
+    text = (HELPER.parent / "module-setup.sh").read_text().replace("\\\n", " ")
+    cmds: list[str] = []
+    for line in text.splitlines():
+        words = line.split()
+        if words[:1] == ["inst_multiple"]:
+            cmds += [w for w in words[1:] if not w.startswith("-")]
+    return cmds
+
+
+def initramfs_path(tmp: Path) -> str:
+    """A PATH with only what the initramfs has: so a helper using e.g. head(1) fails here too."""
+    d = tmp / "initramfs-bin"
+    d.mkdir()
+    for c in initramfs_commands():
+        real = shutil.which(c) or shutil.which(c, path="/usr/sbin:/sbin")
+        if real:
+            (d / c).symlink_to(real)
+    return str(d)
+
+
 def _run_helper(env: dict, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(["bash", str(HELPER), *args], env=env, capture_output=True, text=True)
+    tmp = Path(env["IMAGEBUILDER_KARGS_RUN_DIR"]).parent
+    env = {**env, "PATH": initramfs_path(tmp) if not (tmp / "initramfs-bin").exists()
+           else str(tmp / "initramfs-bin")}
+    return subprocess.run([shutil.which("bash"), str(HELPER), *args], env=env,
+                          capture_output=True, text=True)
 
 
 def test_kargs_helper_edits_entry_and_grub_once(tmp_path):
@@ -202,6 +228,10 @@ def test_kargs_helper_edits_entry_and_grub_once(tmp_path):
     assert p.returncode == 0 and "already as requested" in p.stdout
     assert not (tmp_path / "run/imagebuilder-kargs-reboot").exists()
     assert not list(boot.rglob("*.tmp"))
+
+
+def test_initramfs_commands_listed():
+    assert {"sed", "mount", "umount", "sync", "seq", "systemd-tmpfiles"} <= set(initramfs_commands())
 
 
 def test_kargs_helper_no_matching_entry(tmp_path):
