@@ -9,14 +9,16 @@ click, pydantic or rich). Keep them that way: standard library and
 
 from __future__ import annotations
 
+import contextlib
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 TYPE_CHECKING = False  # not typing.TYPE_CHECKING: typing costs ~3 ms to import at start-up
 if TYPE_CHECKING:
     from ..iso.customize import Customizations
     from ..iso.image import IsoImage, Region
+    from ..iso.write import EarlyCopy
 
 
 def check_output_target(output: str | None, force: bool) -> None:
@@ -37,19 +39,36 @@ def open_iso_image(path: Path) -> IsoImage:
 
 
 def write_result(iso: IsoImage, patches: list[Region], output: str | None,
-                 force: bool = False) -> None:
+                 force: bool = False, early: EarlyCopy | None = None) -> None:
     """Apply patches: in place (output None), to stdout ('-') or to a new file."""
     from ..iso.write import write_result as _write
 
-    _write(iso, patches, output, force)
+    _write(iso, patches, output, force, early=early)
+
+
+@contextlib.contextmanager
+def early_copy(input_iso: Path, output: str | None) -> Iterator[EarlyCopy | None]:
+    """For ``-o FILE``: start copying the input now (see :class:`~imagebuilder.iso.write.EarlyCopy`);
+    call after :func:`check_output_target`. Always cleaned up on exit."""
+    if output is None or output == "-":
+        yield None
+        return
+    from ..iso.write import EarlyCopy
+
+    early = EarlyCopy.start(input_iso, output)
+    try:
+        yield early
+    finally:
+        if early is not None:
+            early.discard()
 
 
 def modify(input_iso: Path, output: str | None, force: bool,
            mutate: Callable[[IsoImage], object]) -> None:
     check_output_target(output, force)
-    with open_iso_image(input_iso) as iso:
+    with early_copy(input_iso, output) as early, open_iso_image(input_iso) as iso:
         mutate(iso)
-        write_result(iso, iso.patches(), output, force)
+        write_result(iso, iso.patches(), output, force, early=early)
 
 
 def write_stdout(data: bytes) -> None:
@@ -146,8 +165,9 @@ def customize_in_place_areas(input_iso: Path, output: str | None, force: bool,
 
     The caller has run :func:`check_output_target` (before any other work).
     """
-    from ..iso.customize import customize_iso
+    with early_copy(input_iso, output) as early:
+        from ..iso.customize import customize_iso
 
-    with open_iso_image(input_iso) as iso:
-        customize_iso(iso, c, force=force, notes=notes or info)
-        write_result(iso, iso.patches(), output, force)
+        with open_iso_image(input_iso) as iso:
+            customize_iso(iso, c, force=force, notes=notes or info)
+            write_result(iso, iso.patches(), output, force, early=early)

@@ -80,15 +80,94 @@ def apply_in_place(path: str | os.PathLike[str], patches: Sequence[Region]) -> N
         os.close(fd)
 
 
+class EarlyCopy:
+    """``-o``: the copy of the input, started in a background thread before the patches exist.
+
+    Copying a big image is I/O; computing the patches (start-up, parsing, validating and
+    compressing configs) is CPU. Started right after the output checks, the copy into the
+    temp file runs while the rest of the command works; :func:`write_copy` (``early=``)
+    then waits for it, applies the patches, fsyncs and renames as usual. The caller must
+    call :meth:`discard` when done (a no-op once committed): on any error the copy is
+    stopped at the next chunk and the temp file removed.
+    """
+
+    def __init__(self, src: str | os.PathLike[str], dest: str | os.PathLike[str]):
+        import tempfile
+        import threading
+
+        dest = Path(dest)
+        parent = dest.parent if str(dest.parent) else Path(".")
+        self.src = src
+        self.cancelled = False
+        self.committed = False
+        self.error: BaseException | None = None
+        fd, name = tempfile.mkstemp(prefix=".imagebuilder-temp-", suffix=".iso", dir=parent)
+        self.tmp = Path(name)
+        self.file = os.fdopen(fd, "r+b")
+        self.thread = threading.Thread(target=self._run, name="imagebuilder-early-copy",
+                                       daemon=True)
+        self.thread.start()
+
+    @classmethod
+    def start(cls, src: str | os.PathLike[str], dest: str | os.PathLike[str]) -> EarlyCopy | None:
+        """Start copying, or None if that fails (the normal path then reports the problem)."""
+        try:
+            return cls(src, dest)
+        except Exception:
+            return None
+
+    def _run(self) -> None:
+        try:
+            os.fchmod(self.file.fileno(), 0o644)
+            with open(self.src, "rb") as sf:
+                _copy_starting_writeback(sf, self.file, lambda: self.cancelled)
+        except BaseException as e:  # reported by wait()
+            self.error = e
+
+    def wait(self) -> None:
+        self.thread.join()
+        if self.error is not None:
+            raise self.error
+
+    def discard(self) -> None:
+        if self.committed:
+            return
+        self.cancelled = True
+        self.thread.join()
+        self.file.close()
+        with contextlib.suppress(FileNotFoundError):
+            self.tmp.unlink()
+
+
 def write_copy(src: str | os.PathLike[str], dest: str | os.PathLike[str],
-               patches: Sequence[Region], *, force: bool = False) -> None:
-    """Copy src to dest (temp + fsync + no-clobber rename) with the patches applied."""
+               patches: Sequence[Region], *, force: bool = False,
+               early: EarlyCopy | None = None) -> None:
+    """Copy src to dest (temp + fsync + no-clobber rename) with the patches applied.
+
+    ``early``: the copy already started by :class:`EarlyCopy` for this src and dest.
+    """
     dest = Path(dest)
     if dest.exists() and not force:
         raise UserInputError(f"{dest}: file exists", hint="use -f to overwrite")
     parent = dest.parent if str(dest.parent) else Path(".")
     if not parent.is_dir():
         raise UserInputError(f"{parent}: output directory does not exist")
+    if early is not None:
+        try:
+            with open(src, "rb") as sf:
+                regions = validate_patches(patches, os.fstat(sf.fileno()).st_size)
+            early.wait()
+            tf = early.file
+            tf.flush()
+            _apply(tf.fileno(), regions)
+            os.fsync(tf.fileno())
+            tf.close()
+            fsutil.commit_tempfile(early.tmp, dest, force=force)
+            early.committed = True
+        except BaseException:
+            early.discard()
+            raise
+        return
     import tempfile
 
     with open(src, "rb") as sf:
@@ -112,7 +191,7 @@ def write_copy(src: str | os.PathLike[str], dest: str | os.PathLike[str],
 _WRITEBACK_CHUNK = 64 << 20
 
 
-def _copy_starting_writeback(sf, tf) -> None:
+def _copy_starting_writeback(sf, tf, cancelled=lambda: False) -> None:
     """fsutil.fast_copy, but a copy_file_range copy starts writeback chunk by chunk.
 
     ``-o`` fsyncs the copy before the rename. With a reflink that is cheap; with an
@@ -134,6 +213,8 @@ def _copy_starting_writeback(sf, tf) -> None:
     off = 0
     try:
         while off < size:
+            if cancelled():
+                return
             n = os.copy_file_range(src, dst, min(_WRITEBACK_CHUNK, size - off), off, off)
             if n == 0:
                 break
@@ -223,10 +304,12 @@ def _copy_range(in_fd: int, out_fd: int, offset: int, count: int) -> None:
         offset += len(buf)
 
 
-def write_result(iso, patches: Sequence[Region], output: str | None, force: bool = False) -> None:
+def write_result(iso, patches: Sequence[Region], output: str | None, force: bool = False,
+                 early: EarlyCopy | None = None) -> None:
     """Apply patches the way the user asked: None = in place, "-" = stdout, else a new file.
 
-    ``iso`` is the :class:`~imagebuilder.iso.image.IsoImage` the patches came from.
+    ``iso`` is the :class:`~imagebuilder.iso.image.IsoImage` the patches came from;
+    ``early``: an :class:`EarlyCopy` of it to ``output``, if one was started.
     """
     src = iso.path
     target = src if output is None else ("stdout" if output == "-" else output)
@@ -236,7 +319,7 @@ def write_result(iso, patches: Sequence[Region], output: str | None, force: bool
         elif output == "-":
             stream(src, patches)
         else:
-            write_copy(src, output, patches, force=force)
+            write_copy(src, output, patches, force=force, early=early)
     except BrokenPipeError:
         raise
     except OSError as e:

@@ -219,3 +219,24 @@ def test_write_copy_chunked_with_writeback(tmp_path, monkeypatch, fail_errno):
     iso_write.write_copy(src, tmp_path / "out.bin", [Region(5000, b"PATCH")])
     assert (tmp_path / "out.bin").read_bytes() == data[:5000] + b"PATCH" + data[5005:]
     assert len(calls) >= (1 if fail_errno else 300_000 // 4096)
+
+
+def test_early_copy_is_removed_when_the_command_fails(tmp_path, iso_bytes, monkeypatch, capfdbinary):
+    """-o starts copying before the patches exist; a refused command leaves nothing behind."""
+    iso = tmp_path / "live.iso"
+    iso.write_bytes(iso_bytes)
+    cfg = tmp_path / "config.ign"
+    cfg.write_bytes(CONFIG)
+    rc, _, err = _run(monkeypatch, capfdbinary, ["iso", "ignition", "embed", "-i", cfg, iso], b"", False)
+    assert rc == 0, err
+    for args in (["iso", "ignition", "embed", "-i", cfg, "-o", tmp_path / "o.iso", iso],
+                 ["iso", "customize", "--live-ignition", cfg, "-o", tmp_path / "o.iso", iso],
+                 ["iso", "customize", "--live-ignition", tmp_path / "nope.ign", "-f", "-o",
+                  tmp_path / "o.iso", iso]):
+        rc, _, err = _run(monkeypatch, capfdbinary, args, b"", False)
+        assert rc == 2, err
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["config.ign", "live.iso"]
+    rc, _, err = _run(monkeypatch, capfdbinary, ["iso", "customize", "-f", "--live-ignition", cfg,
+                                                 "-o", tmp_path / "o.iso", iso], b"", False)
+    assert rc == 0, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["config.ign", "live.iso", "o.iso"]
