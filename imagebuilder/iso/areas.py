@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import enum
 import json
-from dataclasses import dataclass, field
 
 from ..errors import BadImageError
+from ._record import Record, factory
 from .iso9660 import IsoFS, IsoNotFound
 from .kargs import parse_area
 
@@ -44,16 +44,14 @@ class AreaSource(enum.Enum):
     KARGS_JSON = "kargs.json"
 
 
-@dataclass(frozen=True)
-class IgnitionArea:
+class IgnitionArea(Record):
     offset: int
     length: int
     source: AreaSource
     file: str | None  # ISO path the area lives in, if known
 
 
-@dataclass(frozen=True)
-class KargsRegion:
+class KargsRegion(Record):
     offset: int
     length: int
     pad: str = "#"
@@ -61,21 +59,19 @@ class KargsRegion:
     file: str | None = None
 
 
-@dataclass(frozen=True)
-class KargsAreas:
+class KargsAreas(Record):
     size: int
     default: str
     regions: tuple[KargsRegion, ...]
     source: AreaSource
 
 
-@dataclass(frozen=True)
-class OsFeatures:
+class OsFeatures(Record):
     installer_config: bool = False
-    installer_config_directives: dict[str, bool] = field(default_factory=dict)
+    installer_config_directives: dict[str, bool] = factory(dict)
     live_initrd_network: bool = False
     present: bool = False
-    raw: dict[str, Any] = field(default_factory=dict)
+    raw: dict[str, Any] = factory(dict)
 
 
 def _read_json(fs: IsoFS, path: str, what: str) -> Any | None:

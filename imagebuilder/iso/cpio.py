@@ -20,9 +20,9 @@ import ctypes
 import lzma
 import zlib
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 
 from ..errors import BadImageError, ToolError
+from ._record import Record
 
 IGNITION_PATH = "config.ign"
 NETWORK_DIR = "etc/coreos-firstboot-network"
@@ -46,8 +46,7 @@ class InitrdError(BadImageError):
     """The initrd data is malformed."""
 
 
-@dataclass(frozen=True)
-class Member:
+class Member(Record):
     """A regular file in an initrd: contents and st_mode (type bits added if missing)."""
 
     data: bytes

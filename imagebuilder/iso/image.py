@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import BadImageError, InternalError, UserInputError
 from . import cpio
+from ._record import Record
 from .areas import (IgnitionArea, KargsAreas, OsFeatures, locate_ignition_area,
                     locate_kargs_areas, read_features)
 from .cpio import IGNITION_PATH, NETWORK_DIR, Member
@@ -31,8 +31,7 @@ class InitrdTooLarge(UserInputError):
     """The compressed initrd does not fit the Ignition embed area."""
 
 
-@dataclass(frozen=True)
-class Region:
+class Region(Record):
     """A byte patch: write ``data`` at ``offset``."""
 
     offset: int

@@ -19,9 +19,9 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 from ..errors import BadImageError
+from ._record import Record
 
 SECTOR_SIZE = 2048
 _FIRST_DESCRIPTOR_SECTOR = 16
@@ -36,8 +36,7 @@ class IsoNotFound(BadImageError):
     """A path does not exist in the ISO9660 tree."""
 
 
-@dataclass(frozen=True)
-class DirEntry:
+class DirEntry(Record):
     """One directory record: where the data lives and how long it is."""
 
     name: str
@@ -51,8 +50,7 @@ class DirEntry:
         return self.extent * SECTOR_SIZE
 
 
-@dataclass(frozen=True)
-class VolumeDescriptor:
+class VolumeDescriptor(Record):
     type_id: int
     name: str  # "boot", "primary", "supplementary", "unknown"
 

@@ -170,14 +170,15 @@ def test_declined_lines_behave_as_before(args, monkeypatch, capfdbinary):
 
 
 def test_embed_imports_no_cli_framework(tmp_path, iso_bytes):
-    """The in-place embed never imports typer, click, pydantic, rich or logging."""
+    """The in-place embed imports no CLI framework and none of the slow stdlib modules."""
     iso = tmp_path / "live.iso"
     iso.write_bytes(iso_bytes)
     (tmp_path / "c.ign").write_bytes(CONFIG)
     code = ("import sys; from imagebuilder.cli.main import main; "
             f"rc = main(['iso', 'ignition', 'embed', '-i', {str(tmp_path / 'c.ign')!r}, {str(iso)!r}]); "
             "heavy = sorted({m.split('.')[0] for m in sys.modules} & "
-            "{'typer', 'click', 'pydantic', 'rich', 'logging', 'typing', 'tempfile', 'hashlib'}); "
+            "{'typer', 'click', 'pydantic', 'rich', 'logging', 'typing', 'tempfile', 'hashlib', "
+            "'dataclasses', 'inspect'}); "
             "print(rc, heavy)")
     env = {k: v for k, v in os.environ.items() if k != "IMAGEBUILDER_NO_FASTPATH"}
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
