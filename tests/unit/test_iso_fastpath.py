@@ -241,3 +241,34 @@ def test_early_copy_is_removed_when_the_command_fails(tmp_path, iso_bytes, monke
                                                  "-o", tmp_path / "o.iso", iso], b"", False)
     assert rc == 0, err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["config.ign", "live.iso", "o.iso"]
+
+
+def test_record_behaves_like_a_frozen_dataclass():
+    from imagebuilder.iso._record import FrozenInstanceError, Record, factory
+
+    class P(Record):
+        a: int
+        b: str = "x"
+        c: dict = factory(dict)
+
+    class Q(Record):
+        a: int
+        b: str = "x"
+        c: dict = factory(dict)
+
+    p = P(1)
+    assert (p.a, p.b, p.c) == (1, "x", {}) and P(1).c is not p.c
+    assert p == P(1, "x", {}) == P(a=1, c={}) and p != P(2) and p != Q(1)
+    assert repr(P(1, "y", {"k": 1})) == "test_record_behaves_like_a_frozen_dataclass.<locals>.P(a=1, b='y', c={'k': 1})"
+    assert hash(P(1, "y", None)) == hash(P(1, "y", None))
+    with pytest.raises(FrozenInstanceError):
+        p.a = 2
+    with pytest.raises(AttributeError):
+        del p.b
+    for bad in (lambda: P(), lambda: P(1, "x", {}, 4), lambda: P(1, a=1), lambda: P(1, d=0)):
+        with pytest.raises(TypeError):
+            bad()
+    with pytest.raises(TypeError):
+        class Bad(Record):
+            a: int = 0
+            b: int
