@@ -265,19 +265,13 @@ def write_grub_config(boot: Path, *, timeout: int = 1, serial: SerialConfig | No
 
 def early_config(boot_uuid: str | None, label: str = "boot") -> str:
     """The config embedded in core.img / BOOTX64.EFI: find the boot fs, load grub.cfg."""
-    lines = ['set bootfs=""']
+    # core.img runs this with GRUB's rescue parser, which has no `if`: so search by label
+    # first and let the more specific UUID search override it when it finds the filesystem
+    # (a failed `search --set` leaves the variable unchanged).
+    lines = [f"search --no-floppy --label --set=bootfs {label}"]
     if boot_uuid:
         lines.append(f"search --no-floppy --fs-uuid --set=bootfs {boot_uuid}")
-        lines.append('if [ -z "$bootfs" ]; then')
-        lines.append(f"  search --no-floppy --label --set=bootfs {label}")
-        lines.append("fi")
-    else:
-        lines.append(f"search --no-floppy --label --set=bootfs {label}")
-    lines += ['if [ -z "$bootfs" ]; then',
-              f'  echo "imagebuilder: boot filesystem (label {label}) not found"',
-              "  sleep 10",
-              "fi",
-              "set root=$bootfs",
+    lines += ["set root=$bootfs",
               f"set prefix=($root)/{GRUB_DIR}",
               f"configfile ($root)/{GRUB_DIR}/grub.cfg", ""]
     return "\n".join(lines)
