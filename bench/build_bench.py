@@ -39,7 +39,7 @@ sys.path.insert(0, str(REPO))
 class StoreSampler:
     """Peak bytes allocated under the cache directory, sampled in a thread."""
 
-    def __init__(self, path: Path, interval: float = 0.5):
+    def __init__(self, path: Path, interval: float = 2.0):  # a walk of a Debian store costs ~1 s
         self.path = path
         self.interval = interval
         self.peak = 0
