@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -200,7 +199,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             results.append({"image": image, "error": str(e)[-2000:]})
         finally:
             if not args.keep:
-                shutil.rmtree(work, ignore_errors=True)
+                from imagebuilder.pipeline.store import rmtree
+
+                rmtree(work)  # detaches any mount a failed stage left, never deletes through it
     print_table(results)
     doc = {"benchmark": "build", "host_cpus": os.cpu_count(), "results": results}
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
