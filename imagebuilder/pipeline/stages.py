@@ -57,7 +57,7 @@ class StageInfo:
     summary: str
     description: str
     schema: dict[str, Any]
-    digest: str  # sha256 of the executable (part of every stage id: editing it invalidates caches)
+    digest: str  # sha256 of the stage's code closure (part of every stage id, see code_digest)
 
     def validate(self, options: dict[str, Any]) -> list[tuple[str, str]]:
         """Return [(option path, message)] for every schema violation (empty if valid)."""
@@ -80,6 +80,91 @@ def _file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+PACKAGE_DIR = Path(__file__).resolve().parents[1]  # .../imagebuilder
+DATA_DIR = PACKAGE_DIR / "data"
+
+
+def _module_file(module: str) -> Path | None:
+    """The source file of an ``imagebuilder.*`` module (package __init__ or module.py)."""
+    parts = module.split(".")
+    if parts[0] != "imagebuilder":
+        return None
+    base = PACKAGE_DIR.joinpath(*parts[1:])
+    for cand in (base.with_suffix(".py"), base / "__init__.py"):
+        if cand.is_file():
+            return cand
+    return None
+
+
+def _imports_of(path: Path, module: str | None) -> tuple[set[str], set[str]]:
+    """(imagebuilder modules imported, string literals) of one Python source file."""
+    import ast
+
+    try:
+        tree = ast.parse(path.read_bytes(), filename=str(path))
+    except SyntaxError:
+        return set(), set()
+    pkg = module.rsplit(".", 1)[0] if module and path.name != "__init__.py" else module
+    mods: set[str] = set()
+    strings: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            mods.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level and pkg:
+                base = pkg.split(".")
+                base = base[: len(base) - (node.level - 1)]
+                target = ".".join(base + ([node.module] if node.module else []))
+            else:
+                target = node.module or ""
+            mods.add(target)
+            mods.update(f"{target}.{a.name}" for a in node.names)  # `from pkg import module`
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str) and len(node.value) < 100:
+            strings.add(node.value)
+    return {m for m in mods if m.split(".")[0] == "imagebuilder"}, strings
+
+
+def code_digest(exe: Path) -> str:
+    """sha256 over the stage executable and everything of imagebuilder it runs.
+
+    The closure is followed through imports (``imagebuilder.*``, absolute or relative), and
+    every directory of ``imagebuilder/data/`` named by a string literal in that code (e.g. the
+    OS-integration files a stage installs) is included. So editing a stage, a library module
+    it uses or the data it installs invalidates exactly the cached results that depend on it,
+    while unrelated changes keep the cache warm.
+    """
+    h = hashlib.sha256()
+    h.update(b"stage\0" + _file_sha256(exe).encode())
+    seen: dict[str, Path] = {}
+    literals: set[str] = set()
+    todo, lits = _imports_of(exe, None)
+    literals |= lits
+    todo = set(todo)
+    while todo:
+        mod = todo.pop()
+        if mod in seen:
+            continue
+        f = _module_file(mod)
+        if f is None:
+            continue
+        seen[mod] = f
+        # importing a.b.c also runs a/__init__ and a/b/__init__
+        parts = mod.split(".")
+        todo.update(".".join(parts[:i]) for i in range(2, len(parts)))
+        more, lits = _imports_of(f, mod)
+        todo |= more - seen.keys()
+        literals |= lits
+    for mod, f in sorted(seen.items()):
+        h.update(f"module\0{mod}\0{_file_sha256(f)}\n".encode())
+    if DATA_DIR.is_dir():
+        for name in sorted(literals):
+            d = DATA_DIR / name
+            if name not in ("", ".", "..") and "/" not in name and d.is_dir():
+                for p in sorted(x for x in d.rglob("*") if x.is_file()):
+                    h.update(f"data\0{p.relative_to(DATA_DIR)}\0{_file_sha256(p)}\n".encode())
+    return h.hexdigest()
+
+
 def _load(exe: Path, meta_path: Path) -> StageInfo:
     try:
         meta = json.loads(meta_path.read_text())
@@ -96,7 +181,7 @@ def _load(exe: Path, meta_path: Path) -> StageInfo:
         summary=str(meta.get("summary", "")),
         description=str(desc),
         schema=meta.get("schema") or {"type": "object"},
-        digest=_file_sha256(exe),
+        digest=code_digest(exe),
     )
 
 
