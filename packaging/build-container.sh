@@ -25,4 +25,15 @@ if [ -r /etc/ssl/certs/ca-certificates.crt ]; then
 fi
 
 echo "== building $TAG"
+# --layers caches the package layer between builds. vfs keeps a full copy of the tree per
+# layer, so drop the previous image under this tag and the intermediate layers of this source
+# (everything newer than the cached package layer) once the new image is committed.
+old=$("${B[@]}" images -q --no-trunc "$TAG" 2>/dev/null || true)
 "${B[@]}" bud --pull-never --layers --isolation chroot "${ca_args[@]}" -f Containerfile -t "$TAG" .
+"${B[@]}" rm --all >/dev/null 2>&1 || true
+new=$("${B[@]}" images -q --no-trunc "$TAG")
+if [ -n "$old" ] && [ "$old" != "$new" ]; then "${B[@]}" rmi "$old" >/dev/null 2>&1 || true; fi
+# intermediate images left by the COPY . /src step of earlier builds (not ancestors of $TAG)
+for id in $("${B[@]}" images -a -q --no-trunc --filter dangling=true 2>/dev/null); do
+  "${B[@]}" rmi "$id" >/dev/null 2>&1 || true
+done

@@ -11,7 +11,7 @@ from conftest import REPO
 
 pytestmark = [pytest.mark.slow, pytest.mark.root, pytest.mark.network]
 
-IMAGE = "localhost/imagebuilder:test"
+IMAGE = "localhost/imagebuilder:latest"  # the tag packaging/build-container.sh builds
 B = ["buildah", "--storage-driver", "vfs"]
 
 
