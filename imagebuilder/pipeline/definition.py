@@ -15,6 +15,7 @@ import dataclasses
 import difflib
 import enum
 import json
+import os
 import re
 import types
 import typing
@@ -98,9 +99,14 @@ class MmdebstrapSource:
 
 @dataclass(frozen=True)
 class DirectorySource:
-    """An existing root filesystem directory, copied preserving everything."""
+    """A root filesystem directory, copied preserving everything.
+
+    ``generator``: an executable that creates the directory (called as ``GENERATOR PATH``)
+    when it does not exist yet, e.g. the tiny test OS's ``fixtures/tinyos/mktinyos``.
+    """
 
     path: Path
+    generator: Path | None = None
     type: typing.Literal[SourceType.directory] = SourceType.directory
 
 
@@ -303,8 +309,13 @@ def _check(d: Definition) -> None:
     if d.disk.size % d.disk.sector_size:
         _fail("disk.size", f"must be a multiple of the sector size {int(d.disk.sector_size)}")
     src = d.source
-    if isinstance(src, DirectorySource) and not src.path.is_dir():
-        _fail("source.path", f"{src.path}: directory not found")
+    if isinstance(src, DirectorySource):
+        if src.generator is not None:
+            if not (src.generator.is_file() and os.access(src.generator, os.X_OK)):
+                _fail("source.generator", f"{src.generator}: not an executable file")
+        elif not src.path.is_dir():
+            _fail("source.path", f"{src.path}: directory not found",
+                  "create it, or name a `generator` that does")
     if isinstance(src, TarballSource) and not src.path.is_file():
         _fail("source.path", f"{src.path}: file not found")
     if isinstance(src, OciSource) and not src.path.exists():

@@ -302,6 +302,10 @@ def source_stage(d: Definition) -> Stage:
             opts["mirror"] = src.mirror
         return Stage("org.imagebuilder.source.mmdebstrap", opts)
     if isinstance(src, DirectorySource):
+        if src.generator is not None and not src.path.exists():
+            from ..run import run
+
+            run([src.generator, src.path])
         return Stage("org.imagebuilder.source.directory",
                      {"path": str(src.path), "fingerprint": directory.fingerprint(src.path)})
     if isinstance(src, TarballSource):
