@@ -337,8 +337,22 @@ class Engine:
                     break
         return total, cached
 
+    def _uncached_needs(self, pipelines: list[str]) -> list[str]:
+        """Drop pipelines needed only as inputs of pipelines whose result is already cached."""
+        m = self.resolved.manifest
+        want = {a.pipeline for a in m.artifacts} or set(pipelines)
+        for p in reversed(pipelines):
+            if p not in want:
+                continue
+            stages = self.resolved.pipeline_stages(p)
+            if stages and self.store.contains(stages[-1].id):
+                continue  # its tree comes from the store: its inputs are not needed
+            for rs in stages:
+                want.update(rs.stage.inputs.values())
+        return [p for p in pipelines if p in want]
+
     def _run(self, ws: Path, logf: BinaryIO, log: Path) -> tuple[list[StageRun], dict[str, Path]]:
-        pipelines = needed_pipelines(self.resolved)
+        pipelines = self._uncached_needs(needed_pipelines(self.resolved))
         total, cached = self._plan(pipelines)
         self.progress.build_started(self.resolved.manifest.name, total, cached)
         runs: list[StageRun] = []
@@ -499,7 +513,8 @@ class Engine:
         m = self.resolved.manifest
         records: dict[str, Any] = {}
         for p in needed_pipelines(self.resolved):
-            records.update(_collect_records(trees[p]))
+            if p in trees:  # inputs of cached pipelines are skipped (see _uncached_needs)
+                records.update(_collect_records(trees[p]))
         kargs = None
         deploy = records.get("deploy")
         if isinstance(deploy, dict):

@@ -424,3 +424,12 @@ def test_checkpoint_globs(env, tmp_path):
     r = env.build(m, tmp_path / "out2", "--checkpoint", "[ab]")
     assert statuses(r)["b/0"] == "cached" and statuses(r)["b/1"] == "ran"
     assert len(env.objects()) == 6  # only b's last stage was added
+
+
+def test_inputs_of_a_cached_pipeline_are_not_rebuilt(env, tmp_path):
+    """Only b's result is kept: a rebuild takes b from the store and does not run a at all."""
+    m = base_manifest()
+    env.build(m, tmp_path / "out", "--checkpoint", "b")
+    r = env.build(m, tmp_path / "out2", "--checkpoint", "b")
+    assert set(statuses(r)) == {"b/0", "b/1"}
+    assert set(statuses(r).values()) == {"cached"}
