@@ -53,6 +53,17 @@ def commit_tempfile(tmp: Path, dest: Path, *, force: bool = False) -> None:
     _fsync_dir(dest.parent)
 
 
+def check_output_target(dest: str | os.PathLike[str], *, force: bool = False) -> Path:
+    """Refuse up front an existing dest (unless force) or a missing parent; return the parent."""
+    dest = Path(dest)
+    if dest.exists() and not force:
+        raise UserInputError(f"{dest}: file exists", hint="use --force (-f) to overwrite")
+    parent = dest.parent if str(dest.parent) else Path(".")
+    if not parent.is_dir():
+        raise UserInputError(f"{parent}: output directory does not exist")
+    return parent
+
+
 @contextlib.contextmanager
 def atomic_output(dest: str | os.PathLike[str], *, force: bool = False, mode: int = 0o644,
                   binary: bool = True) -> Iterator[tuple[Path, object]]:
@@ -62,11 +73,7 @@ def atomic_output(dest: str | os.PathLike[str], *, force: bool = False, mode: in
     Refuses up front (before any work) if dest exists and not force.
     """
     dest = Path(dest)
-    if dest.exists() and not force:
-        raise UserInputError(f"{dest}: file exists", hint="use --force (-f) to overwrite")
-    parent = dest.parent if str(dest.parent) else Path(".")
-    if not parent.is_dir():
-        raise UserInputError(f"{parent}: output directory does not exist")
+    parent = check_output_target(dest, force=force)
     import tempfile
 
     fd, name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=parent)
@@ -100,11 +107,7 @@ def temp_path_in(dest: str | os.PathLike[str], *, force: bool = False,
     The temp path exists (empty) on entry; on success it is fsync'ed and renamed.
     """
     dest = Path(dest)
-    if dest.exists() and not force:
-        raise UserInputError(f"{dest}: file exists", hint="use --force (-f) to overwrite")
-    parent = dest.parent if str(dest.parent) else Path(".")
-    if not parent.is_dir():
-        raise UserInputError(f"{parent}: output directory does not exist")
+    parent = check_output_target(dest, force=force)
     import tempfile
 
     fd, name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=parent)

@@ -147,11 +147,7 @@ def write_copy(src: str | os.PathLike[str], dest: str | os.PathLike[str],
     ``early``: the copy already started by :class:`EarlyCopy` for this src and dest.
     """
     dest = Path(dest)
-    if dest.exists() and not force:
-        raise UserInputError(f"{dest}: file exists", hint="use -f to overwrite")
-    parent = dest.parent if str(dest.parent) else Path(".")
-    if not parent.is_dir():
-        raise UserInputError(f"{parent}: output directory does not exist")
+    parent = fsutil.check_output_target(dest, force=force)
     if early is not None:
         try:
             with open(src, "rb") as sf:
@@ -384,8 +380,7 @@ def extract_pxe(iso, out_dir: str | os.PathLike[str], *, force: bool = False) ->
     entries = [e for e in fs.list_dir(pxe) if not e.is_dir]
     for e in entries:
         dest = out / f"{stem}-{e.name.lower()}"
-        if dest.exists() and not force:
-            raise UserInputError(f"{dest}: file exists", hint="use -f to overwrite")
+        fsutil.check_output_target(dest, force=force)
     for e in entries:
         dest = out / f"{stem}-{e.name.lower()}"
         with fsutil.temp_path_in(dest, force=force) as tmp:
