@@ -18,6 +18,7 @@ from ..errors import InvalidConfigError
 from . import certs, decode
 
 TEXT_LIMIT = 64 * 1024  # longer text is summarised in the text view (full in --json)
+SHOW_TEXT_MAX = 1 << 20  # contents larger than this are shown as size + sha256 only
 
 
 @dataclass
@@ -37,7 +38,12 @@ def _is_text(data: bytes) -> bool:
 
 
 def describe_resource(res: Mapping[str, Any] | None, where: str) -> dict[str, Any] | None:
-    """One Resource: inline (decoded) or remote (reference only)."""
+    """One Resource: inline (decoded) or remote (reference only).
+
+    Inline contents are decoded as a stream: size and sha256 of everything (at most
+    :data:`decode.MAX_DECOMPRESSED`), the text itself only up to :data:`SHOW_TEXT_MAX`,
+    so memory stays bounded whatever the config holds (a gzip bomb).
+    """
     if not res:
         return None
     src = res.get("source")
@@ -47,16 +53,22 @@ def describe_resource(res: Mapping[str, Any] | None, where: str) -> dict[str, An
     if src is None:
         out["kind"] = "none"
     elif decode.source_scheme(src) == "data":
+        size, digest, head = 0, hashlib.sha256(), bytearray()
         try:
-            raw = decode.decode_data_url(src, where=f"{where}.source")
-            data = decode.gunzip(raw, where=where) if comp == "gzip" else raw
+            for chunk in decode.iter_contents(res, where=where) or ():
+                size += len(chunk)
+                digest.update(chunk)
+                if len(head) <= SHOW_TEXT_MAX:
+                    head += chunk[:SHOW_TEXT_MAX + 1 - len(head)]
         except InvalidConfigError as e:
             return {"kind": "undecodable", "error": e.message}
         out["kind"] = "inline"
-        out["size"] = len(data)
-        out["sha256"] = hashlib.sha256(data).hexdigest()
-        if _is_text(data):
-            out["text"] = data.decode("utf-8")
+        out["size"] = size
+        out["sha256"] = digest.hexdigest()
+        if size > SHOW_TEXT_MAX:
+            out["large"] = True  # summarised: size and hash only
+        elif _is_text(bytes(head)):
+            out["text"] = head.decode("utf-8")
         else:
             out["binary"] = True
     else:
@@ -272,6 +284,8 @@ def render_text(doc: Mapping[str, Any], console: Any) -> None:
             s += f", {r['compression']}"
         if r.get("binary"):
             s += f", binary, sha256 {r['sha256']}"
+        elif r.get("large"):
+            s += f", larger than {SHOW_TEXT_MAX >> 20} MiB (not shown), sha256 {r['sha256']}"
         return s
 
     console.print(f"[bold]Ignition config[/bold] spec {escape(doc.get('version', '?'))}")

@@ -17,6 +17,7 @@ Ignition's validator for the declared spec version, in Ignition's order:
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -113,6 +114,15 @@ def ensure_valid(data: bytes, source: str = "<config>") -> dict:
     return report.config
 
 
+def first_problem(data: bytes) -> str | None:
+    """The validator's first error, with its JSON path, line and column, or None if the
+    config is valid (warnings do not count). For callers that accept a config anyway but
+    warn about it, e.g. ``error at $.storage.files.0.path, line 1 col 61: path not absolute``.
+    """
+    errors = validate_config(data).errors
+    return errors[0].format() if errors else None
+
+
 def validate_config(data: bytes, *, source: str = "<config>") -> Report:
     """Validate an Ignition config given as bytes; never raises for bad input."""
     report = Report(source)
@@ -141,6 +151,9 @@ def _nonempty(obj: dict, key: str) -> bool:
 
 _TYPE_NAMES = {str: "string", int: "number", float: "number", bool: "boolean", list: "array",
                dict: "object"}
+
+
+_INT64_MIN, _INT64_MAX = -(1 << 63), (1 << 63) - 1  # Ignition's integers are Go ints
 
 
 def _json_type(v: Any) -> str:
@@ -221,10 +234,13 @@ class _Validator:
             ok = {spec.Scalar.STRING: isinstance(value, str),
                   spec.Scalar.BOOL: isinstance(value, bool),
                   spec.Scalar.INT: isinstance(value, int) and not isinstance(value, bool)}[type_]
-            if not ok:
+            if ok and type_ is spec.Scalar.INT and not _INT64_MIN <= value <= _INT64_MAX:
+                self.add(ERROR, path, "expected integer, got a number out of range", "type")
+            elif not ok:
                 got = _json_type(value)
                 if isinstance(value, float) and type_ is spec.Scalar.INT:
-                    got = f"number {value:g} (not an integer)"
+                    big = not math.isfinite(value) or abs(value) > _INT64_MAX
+                    got = "a number out of range" if big else f"number {value:g} (not an integer)"
                 self.add(ERROR, path, f"expected {type_.value}, got {got}", "type")
             return
         if isinstance(type_, spec.ListOf):
