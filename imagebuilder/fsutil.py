@@ -158,17 +158,26 @@ def fast_copy(src_f, dst_f) -> str:
     return "readwrite"
 
 
-def read_input(path: str | os.PathLike[str], what: str = "file") -> bytes:
-    """Read a user-supplied file ('-' = stdin) with a clear error."""
+def read_input(path: str | os.PathLike[str], what: str = "file", *, limit: int | None = None) -> bytes:
+    """Read a user-supplied file ('-' = stdin) with a clear error; at most ``limit`` bytes
+    (a larger input is an InvalidConfigError naming the limit, and is never read whole)."""
     import sys
 
+    from .errors import InvalidConfigError
+
+    size = -1 if limit is None else limit + 1
     if str(path) == "-":
-        return sys.stdin.buffer.read()
-    try:
-        return Path(path).read_bytes()
-    except FileNotFoundError:
-        raise UserInputError(f"{path}: {what} not found") from None
-    except IsADirectoryError:
-        raise UserInputError(f"{path}: is a directory, expected a {what}") from None
-    except PermissionError:
-        raise UserInputError(f"{path}: permission denied") from None
+        data = sys.stdin.buffer.read(size)
+    else:
+        try:
+            with open(path, "rb") as f:
+                data = f.read(size)
+        except FileNotFoundError:
+            raise UserInputError(f"{path}: {what} not found") from None
+        except IsADirectoryError:
+            raise UserInputError(f"{path}: is a directory, expected a {what}") from None
+        except PermissionError:
+            raise UserInputError(f"{path}: permission denied") from None
+    if limit is not None and len(data) > limit:
+        raise InvalidConfigError(f"{path}: {what} is larger than the {limit >> 20} MiB limit")
+    return data
