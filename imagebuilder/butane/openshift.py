@@ -11,10 +11,10 @@ warns that the ``openshift:`` fields were dropped.
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import urlsplit
 
 import yaml
 
+from ..ignition.checks import url_scheme
 from .sugar import JsonPath
 
 API_VERSION = "machineconfiguration.openshift.io/v1"
@@ -82,7 +82,7 @@ def support_checks(ign: dict[str, Any], minor: int) -> list[tuple[JsonPath, str]
                         'format "none" is not supported in this spec version'))
     for i, f in enumerate(storage.get("files") or []):
         src = (f.get("contents") or {}).get("source")
-        if isinstance(src, str) and urlsplit(src).scheme != "data":
+        if isinstance(src, str) and url_scheme(src) != "data":
             out.append((("storage", "files", i, "contents", "source"),
                         "file contents source must be data URL in this spec version"))
         mode = f.get("mode")

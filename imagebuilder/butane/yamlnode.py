@@ -43,6 +43,7 @@ class Node:
     plain: bool = True  # an unquoted scalar (only those resolve to null, bool, int)
     items: list[Node] = field(default_factory=list)  # SEQ
     pairs: list[tuple[Node, Node]] = field(default_factory=list)  # MAP, merge keys applied
+    size: int = 1  # nodes in this subtree, aliases expanded
 
     @property
     def is_null(self) -> bool:
@@ -121,6 +122,9 @@ class _Builder:
                 node, anchor, pending = stack.pop()
                 if node.kind == MAP:
                     node.pairs = self.pairs(pending)
+                    node.size = 1 + sum(k.size + v.size for k, v in node.pairs)
+                else:
+                    node.size = 1 + sum(n.size for n in node.items)
                 attach(node, anchor)
             elif isinstance(ev, yaml.ScalarEvent):
                 self.node_count(1)
@@ -131,7 +135,7 @@ class _Builder:
                 target = self.anchors.get(ev.anchor)
                 if target is None:
                     raise YAMLError(f"unknown anchor '{ev.anchor}' referenced", line, col)
-                self.node_count(_size(target))
+                self.node_count(target.size)
                 attach(target, None)
         return root
 
@@ -146,7 +150,7 @@ class _Builder:
                     if src.kind != MAP:
                         raise YAMLError("map merge requires map or sequence of maps as the value",
                                         v.line, v.column)
-                    self.node_count(len(src.pairs))
+                    self.node_count(src.size)
                     merged.extend(src.pairs)
                 continue
             if k.kind == SCALAR:
@@ -162,20 +166,6 @@ class _Builder:
                 seen[k.value] = k
                 explicit.append((k, v))
         return explicit
-
-
-def _size(node: Node) -> int:
-    """Number of nodes under node (aliases counted every time they are used)."""
-    total, todo = 0, [node]
-    while todo:
-        n = todo.pop()
-        total += 1
-        if total > MAX_NODES:
-            break
-        todo.extend(n.items)
-        for k, v in n.pairs:
-            todo.append(v)
-    return total
 
 
 def parse_yaml(data: bytes) -> Node | None:

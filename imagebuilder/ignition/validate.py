@@ -20,11 +20,10 @@ import json
 import math
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
 
 from ..errors import InvalidConfigError
 from . import spec
-from .checks import check_hash, check_path, check_url
+from .checks import check_hash, check_path, check_url, url_scheme
 from .parse import Document, JSONPath, JSONSyntaxError, format_path, parse_json
 from .spec import SpecVersion
 from .systemd_unit import UnitSyntaxError, parse_unit
@@ -326,7 +325,7 @@ class _Validator:
                 self.err(p, "proxies must be http(s)")
             elif problem:
                 self.err(p, problem)
-            elif key == "httpsProxy" and urlsplit(url).scheme.lower() == "http":
+            elif key == "httpsProxy" and url_scheme(url) == "http":
                 self.warn(p, "insecure plaintext HTTP proxy specified for HTTPS resources")
         cas = ((ign.get("security") or {}).get("tls") or {}).get("certificateAuthorities") or []
         for i, res in enumerate(cas):
@@ -355,7 +354,7 @@ class _Validator:
             if problem:
                 self.err((*path, "source"), problem)
         headers = res.get("httpHeaders") or []
-        if headers and (not source or urlsplit(source).scheme.lower() not in ("http", "https")):
+        if headers and (not source or url_scheme(source) not in ("http", "https")):
             self.err((*path, "httpHeaders"), "cannot use HTTP headers with this source scheme")
         for i, h in enumerate(headers):
             if h is not None and not h.get("name"):

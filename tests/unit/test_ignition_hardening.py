@@ -153,3 +153,34 @@ def test_merge_with_a_gzip_bomb_child_reference_is_bounded(tmp_path):
     assert rc == 3, err
     assert b"ignition.config.merge[0]: decompressed size exceeds the 32 MiB limit" in err
     assert rss <= RSS_LIMIT_KIB, f"peak RSS {rss} KiB"
+
+
+@pytest.mark.parametrize("config", [
+    b'{"ignition":{"version":"3.3.0"},"storage":{"files":{"path":"/a"}}}',  # an object for a list
+    b'{"ignition":{"version":"3.3.0"},"storage":{"files":[{"mode":420}]}}',  # no path
+    b'{"ignition":{"version":"3.3.0"},"passwd":{"users":[{"sshAuthorizedKeys":"k"},"x",1]}}',
+    b'{"ignition":{"version":"3.3.0"},"systemd":{"units":[{"dropins":[{}]}]}}',
+])
+def test_show_reads_what_it_can_of_an_invalid_config(config):
+    """Found by fuzzing: show assumed a type-valid config (AttributeError, KeyError)."""
+    import io
+
+    from rich.console import Console
+
+    from imagebuilder.ignition.show import describe, render_text
+
+    report = describe(config)
+    assert report.warnings[0].startswith("config is not valid")
+    out = io.StringIO()
+    render_text(report.doc, Console(file=out, width=100))
+    json.dumps(report.doc)
+
+
+def test_unparsable_urls_are_validation_errors():
+    """Found by fuzzing: an unbalanced '[' in a source with HTTP headers raised ValueError."""
+    cfg = {"ignition": {"version": "3.3.0", "proxy": {"httpsProxy": "http://[x"}},
+           "storage": {"files": [{"path": "/a", "contents": {
+               "source": "http://[x", "httpHeaders": [{"name": "a", "value": "b"}]}}]}}
+    errors = [(p.json_path, p.message) for p in validate_config(json.dumps(cfg).encode()).errors]
+    assert ("$.ignition.proxy.httpsProxy", "unable to parse url") in errors
+    assert ("$.storage.files.0.contents.source", "unable to parse url") in errors
