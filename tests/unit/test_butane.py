@@ -292,3 +292,14 @@ def test_ignition_verbs_accept_butane(cli, tmp_path):
     assert r.returncode == 1 and b"error at $.storage.files.0.path, line 5 col 13: path not absolute" in r.stdout
     assert cli("ignition", "show", str(bad)).returncode == 3
     assert cli("ignition", "merge", str(base), str(bad)).returncode == 3
+
+
+def test_boot_test_config_translates_cleanly_for_debian_ignition():
+    """fixtures/butane/boot/firstboot.bu (the boot test's config) targets Ignition 2.14: spec 3.3.0."""
+    bu = CORPUS / "boot" / "firstboot.bu"
+    result = translate(bu.read_bytes(), source=bu.name, files_dir=CORPUS / "boot" / "files")
+    assert result.problems == [] and result.config["ignition"]["version"] == "3.3.0"
+    units = {u["name"] for u in result.config["systemd"]["units"]}
+    assert {"var-data.mount", "imagebuilder-butane-check.service"} <= units
+    assert {ln["path"]: ln["target"] for ln in result.config["storage"]["links"]} == {
+        "/etc/butane-tree/tool-link": "bin/tree-tool"}
