@@ -49,18 +49,18 @@ def parse_pem_bundle(data: bytes, where: str) -> list[CertInfo]:
 
     out: list[CertInfo] = []
     for i, m in enumerate(_PEM_CERT.finditer(data)):
-        try:
+        try:  # the certificate is parsed lazily: reading its fields can fail too
             cert = x509.load_pem_x509_certificate(m.group(0))
+            out.append(CertInfo(
+                where=where, index=i,
+                subject=cert.subject.rfc4514_string(),
+                issuer=cert.issuer.rfc4514_string(),
+                not_before=cert.not_valid_before_utc,
+                not_after=cert.not_valid_after_utc,
+                sha256=cert.fingerprint(hashes.SHA256()).hex(),
+            ))
         except ValueError as e:
             raise InvalidConfigError(f"{where}: certificate #{i + 1} cannot be parsed: {e}") from None
-        out.append(CertInfo(
-            where=where, index=i,
-            subject=cert.subject.rfc4514_string(),
-            issuer=cert.issuer.rfc4514_string(),
-            not_before=cert.not_valid_before_utc,
-            not_after=cert.not_valid_after_utc,
-            sha256=cert.fingerprint(hashes.SHA256()).hex(),
-        ))
     return out
 
 

@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -18,6 +19,7 @@ from imagebuilder.ignition import decode
 from imagebuilder.ignition.parse import MAX_DEPTH, JSONSyntaxError, parse_json
 from imagebuilder.ignition.validate import first_problem, validate_config
 
+FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "ignition"
 MiB = 1 << 20
 RSS_LIMIT_KIB = 128 * 1024
 
@@ -184,3 +186,13 @@ def test_unparsable_urls_are_validation_errors():
     errors = [(p.json_path, p.message) for p in validate_config(json.dumps(cfg).encode()).errors]
     assert ("$.ignition.proxy.httpsProxy", "unable to parse url") in errors
     assert ("$.storage.files.0.contents.source", "unable to parse url") in errors
+
+
+def test_show_with_a_certificate_whose_fields_do_not_parse():
+    """Found by fuzzing: cryptography parses certificates lazily, so reading the issuer of a
+    damaged one raised ValueError after loading succeeded."""
+    from imagebuilder.ignition.show import describe
+
+    data = (FIXTURES / "fuzz" / "show-cert-lazy-issuer.ign").read_bytes()
+    report = describe(data)
+    assert any("certificate #1 cannot be parsed" in w for w in report.warnings), report.warnings
