@@ -177,22 +177,7 @@ class _Translator:
 
         ign = self.user_config(cfg, schema)
         self.stop_on_errors()
-        v = target.fcos
-        storage = cfg.get("storage") or {}
-        self.pieces = [("user", ign, [])]
-        config = ign
-        for name, gen in (("mounts", sugar.mount_units(storage, v)),
-                          ("boot", sugar.boot_device(cfg.get("boot_device") or {}, v) if v >= V1_3 else None),
-                          ("grub", sugar.grub_users((cfg.get("grub") or {}).get("users") or [])
-                           if v >= V1_5 else None)):
-            if gen is None or not gen.config:
-                continue
-            if name == "grub":
-                self.partition_warnings(config)
-            self.pieces.append((name, gen.config, gen.provenance))
-            config = ign_merge.merge_struct("Config", gen.config, config)
-        if not any(name == "grub" for name, _c, _p in self.pieces):
-            self.partition_warnings(config)
+        config = self.merge_generated(ign, cfg, target.fcos)
         if target.variant == "openshift":
             self.openshift(config, cfg)
         self.stop_on_errors()
@@ -205,6 +190,24 @@ class _Translator:
             self.result.output = openshift.to_yaml(openshift.machine_config(config, cfg))
         else:
             self.result.output = dump_json(config, pretty=self.pretty)
+
+    def merge_generated(self, ign: dict, cfg: dict, v) -> dict:
+        """Merge what sugar generates under the user's config (what the user wrote wins), in
+        Butane's order: mount units, the boot_device layout, then GRUB users."""
+        self.pieces = [("user", ign, [])]
+        config = self.merge_under(ign, "mounts", sugar.mount_units(cfg.get("storage") or {}, v))
+        if v >= V1_3:
+            config = self.merge_under(config, "boot", sugar.boot_device(cfg.get("boot_device") or {}, v))
+        self.partition_warnings(config)
+        if v >= V1_5:
+            config = self.merge_under(config, "grub", sugar.grub_users((cfg.get("grub") or {}).get("users") or []))
+        return config
+
+    def merge_under(self, config: dict, name: str, gen: sugar.Generated) -> dict:
+        if not gen.config:
+            return config
+        self.pieces.append((name, gen.config, gen.provenance))
+        return ign_merge.merge_struct("Config", gen.config, config)
 
     def resolve(self, root: Node) -> Target:
         def text(key: str) -> str:
