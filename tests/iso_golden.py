@@ -12,6 +12,11 @@ The recorded digests (``tests/data/iso_golden.json``) were taken with the code b
 ISO/PXE commands were restructured; ``tests/unit/test_iso_golden.py`` and
 ``tests/integration/test_iso_golden_liveiso.py`` compare against them. Re-record only for a
 deliberate output change: ``python tests/iso_golden.py --record``.
+
+Deliberate changes since the first recording: ``liveiso/kargs-modify``,
+``liveiso/kargs-show`` and ``rebuild/*`` -- appending a kernel argument that is already
+there no longer adds it twice (the one karg model; the fixture's kargs have
+``console=ttyS0``).
 """
 
 from __future__ import annotations
