@@ -313,18 +313,15 @@ def main() -> int:
         w = Path(td, "shared")
         w.mkdir()
         res.update(compute_shared(a.shared / "iso", a.shared / "customize", w))
-        spec_path = REPO / "fixtures" / "liveiso" / "make_liveiso.py"
-        import importlib.util
+        sys.path.insert(0, str(HERE))
+        import liveiso_helpers as live
 
-        spec = importlib.util.spec_from_file_location("make_liveiso", spec_path)
-        mod = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(mod)
         w = Path(td, "live")
         w.mkdir()
-        res.update(compute_liveiso(mod.build_liveiso(), None, w))
+        res.update(compute_liveiso(live.build(), None, w))
         w = Path(td, "rebuild")
         w.mkdir()
-        res.update(compute_rebuild(mod.build_liveiso(plain=True), w))
+        res.update(compute_rebuild(live.build(plain=True), w))
     text = json.dumps(res, indent=1, sort_keys=True) + "\n"
     if a.record:
         RECORD.parent.mkdir(parents=True, exist_ok=True)

@@ -19,7 +19,8 @@ from ..errors import BadImageError
 from ._record import Record, factory
 from .iso9660 import IsoFS, IsoNotFound
 from .kargs import _clip, parse_area
-from .paths import FEATURES_PATH, IGNINFO_PATH, IGNITION_IMG_PATH, KARGS_INFO_PATH
+from .paths import (EMBED_AREA_MARKERS, FEATURES_PATH, IGNINFO_PATH, IGNITION_IMG_PATH,
+                    KARGS_INFO_PATH)
 
 TYPE_CHECKING = False  # not typing.TYPE_CHECKING: typing costs ~3 ms to import at start-up
 if TYPE_CHECKING:
@@ -131,6 +132,15 @@ def locate_ignition_area(fs: IsoFS) -> IgnitionArea:
     raise BadImageError(f"{fs.path}: Unrecognized CoreOS ISO image: no Ignition embed area "
                         "(no coreos/igninfo.json, images/ignition.img or coreiso+ header)",
                         hint=REBUILD_ALTERNATIVES)
+
+
+def has_embed_areas(fs: IsoFS) -> bool:
+    """Does the ISO carry CoreOS embed areas (by metadata file or System Area header)?"""
+    if any(fs.try_lookup(p) is not None
+           for p in (IGNINFO_PATH, IGNITION_IMG_PATH, KARGS_INFO_PATH, *EMBED_AREA_MARKERS)):
+        return True
+    return (fs.pread(LEGACY_INITRD_HEADER_OFFSET, 8) == b"coreiso+"
+            or fs.pread(LEGACY_KARGS_HEADER_OFFSET, 8) == b"coreKarg")
 
 
 def _check_kargs_agree(fs: IsoFS, areas: KargsAreas) -> tuple[str | None, str | None]:

@@ -266,7 +266,8 @@ def customize(iso_path: str | Path, c: Customizations, *, output: str | None = N
 
         if not has_embed_areas(iso_path):
             flags = "the given flags need them" if not c.is_empty else "nothing to customize"
-            raise UserInputError(f"{iso_path}: no CoreOS embed areas ({flags})",
+            raise UserInputError(f"{iso_path}: Unrecognized CoreOS ISO image: no embed areas "
+                                 f"({flags})",
                                  hint=REBUILD_ALTERNATIVES)
         modify(iso_path, output, force,
                lambda iso: customize_iso(iso, c, force=force, notes=notes.append), say)

@@ -338,7 +338,7 @@ def _hexfields(hdr: bytes, at: int) -> list[int]:
 
 
 def _parse_newc(r, out: dict[str, Member], names: set[str],
-                keep: Callable[[str], bool] | None) -> None:
+                keep: Callable[[str], bool] | None, keep_limit: int) -> None:
     """Parse one newc archive from reader r up to and including its trailer."""
     at = 0
     while True:
@@ -366,6 +366,9 @@ def _parse_newc(r, out: dict[str, Member], names: set[str],
             check_member_path(name)
             names.add(name)
             if keep is None or keep(name):
+                if filesize > keep_limit:
+                    raise InitrdTooBig(f"initrd member {name[:200]} is {filesize} bytes, more "
+                                       f"than the limit of {_size(keep_limit)}")
                 out[name] = Member(r.read(filesize), mode)
                 r.skip(_pad4(filesize))
                 continue
@@ -383,11 +386,13 @@ class InitrdScan(Record):
 
 
 def scan_initrd(data, *, limit: int = DEFAULT_LIMIT,
-                keep: Callable[[str], bool] | None = None) -> InitrdScan:
+                keep: Callable[[str], bool] | None = None,
+                keep_limit: int | None = None) -> InitrdScan:
     """Read concatenated (optionally compressed) newc archives from bytes or a seekable file.
 
     ``keep(path)``: which regular files' contents to hold (default: all); ``limit``: the
-    most bytes the archives may expand to (:class:`InitrdTooBig` beyond).
+    most bytes the archives may expand to, ``keep_limit`` the largest member held
+    (default: ``limit``; :class:`InitrdTooBig` beyond either).
     """
     src = _Source(data)
     budget = _Budget(limit)
@@ -410,7 +415,7 @@ def scan_initrd(data, *, limit: int = DEFAULT_LIMIT,
             r = _Plain(src, pos, budget)
         else:
             raise InitrdError(f"unrecognized data in initrd at offset {pos}: {head!r}")
-        _parse_newc(r, out, names, keep)
+        _parse_newc(r, out, names, keep, limit if keep_limit is None else keep_limit)
         if not r.rest_is_zeros():
             raise InitrdError("found trailing garbage inside compressed archive")
         pos = end_of_data = r.end()

@@ -28,7 +28,8 @@ if TYPE_CHECKING:
     from .image import IsoImage
 
 #: how far a PXE initramfs may expand while it is scanned (streamed, not held in memory)
-PXE_SCAN_LIMIT = 4 << 30
+PXE_SCAN_LIMIT = 2 << 30
+_FEATURES_LIMIT = 1 << 20
 PXE_KARGS_WARNING = ("PXE configuration must include kernel arguments: "
                      "ignition.firstboot ignition.platform.id=metal")
 
@@ -43,7 +44,7 @@ def customize_initrd(initrd, c: Customizations, *, where: str = "initramfs",
     from .customize import build_initrd_members, features_from_json
 
     try:
-        scan = cpio.scan_initrd(initrd, limit=PXE_SCAN_LIMIT,
+        scan = cpio.scan_initrd(initrd, limit=PXE_SCAN_LIMIT, keep_limit=_FEATURES_LIMIT,
                                 keep=lambda p: p == INITRD_FEATURES_PATH)
     except cpio.InitrdError as e:
         raise cpio.InitrdError(f"{where}: {e.message}") from None

@@ -377,11 +377,11 @@ def rebuild_iso(src: str | os.PathLike[str], dest: str | os.PathLike[str], *,
 
 def has_embed_areas(path: str | os.PathLike[str]) -> bool:
     """Does the ISO carry CoreOS embed areas (igninfo.json / ignition.img / kargs.json)?"""
+    from .areas import has_embed_areas as _has
     from .iso9660 import open_iso
-    from .paths import EMBED_AREA_MARKERS
 
     with open_iso(path) as fs:
-        return any(fs.try_lookup(p) is not None for p in EMBED_AREA_MARKERS)
+        return _has(fs)
 
 
 def customize_rebuild(input_iso: str | os.PathLike[str], output: str | None, force: bool = False, *,
