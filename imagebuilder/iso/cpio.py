@@ -207,16 +207,17 @@ class _Stream:
                     return
             elif self.kind == "gzip":
                 d = self.d
-                data = d.unconsumed_tail
+                data = d.unconsumed_tail  # (always the end of what was read so far)
                 if not data:
                     data = self.src.pread(self.fed, _STEP)
                     self.fed += len(data)
                     if not data:
                         raise InitrdError("truncated gzip archive in initrd")
+                start = self.fed - len(data)
                 chunk = d.decompress(data, want)
                 if d.eof:
                     self.eof = True
-                    self.stream_end = self.fed - len(d.unused_data) - len(d.unconsumed_tail)
+                    self.stream_end = start + len(data) - len(d.unused_data)
             else:
                 d = self.d
                 data = b""
