@@ -28,6 +28,7 @@ SECTOR_SIZE = 2048
 _FIRST_DESCRIPTOR_SECTOR = 16
 _MAX_DESCRIPTORS = 64
 _MAX_DIR_SIZE = 64 << 20  # sanity limit for one directory extent
+_MAX_DEPTH = 64
 
 _VD_BOOT, _VD_PRIMARY, _VD_SUPPLEMENTARY, _VD_TERMINATOR = 0, 1, 2, 255
 _VERSION_SUFFIX = re.compile(rb";\d*$")
@@ -269,14 +270,30 @@ class IsoFS:
         return self.pread(e.offset + offset, length)
 
     def walk(self, d: DirEntry | None = None, prefix: str = "") -> Iterator[tuple[str, DirEntry]]:
-        """Every record under d (default: root), depth-first, in directory order."""
+        """Every record under d (default: root), depth-first, in directory order.
+
+        A directory that contains itself (a loop of extents) or a tree deeper than
+        ``_MAX_DEPTH`` is a corrupt image."""
         d = d or self.root
         assert d is not None
-        for e in self.list_dir(d):
-            p = f"{prefix}{e.name}"
+        stack = [(iter(self.list_dir(d)), prefix)]
+        seen = {d.extent}
+        while stack:
+            entries, pre = stack[-1]
+            e = next(entries, None)
+            if e is None:
+                stack.pop()
+                continue
+            p = f"{pre}{e.name}"
             yield p, e
             if e.is_dir:
-                yield from self.walk(e, p + "/")
+                if e.extent in seen:
+                    raise BadImageError(f"{self.path}: directory loop at {p[:200]}; corrupt ISO?")
+                if len(stack) >= _MAX_DEPTH:
+                    raise BadImageError(f"{self.path}: directories nested deeper than "
+                                        f"{_MAX_DEPTH} levels; corrupt ISO?")
+                seen.add(e.extent)
+                stack.append((iter(self.list_dir(e)), p + "/"))
 
 
 def open_iso(path: str | os.PathLike[str], *, writable: bool = False,
