@@ -88,7 +88,10 @@ def _replace_damaged(iso: IsoImage, force: bool, say: Say) -> None:
 def ignition_embed(iso_path: str | Path, config: bytes, *, output: str | None = None,
                    force: bool = False, strict: bool = False, where: str = "-",
                    say: Say = stderr) -> None:
-    """Embed ``config`` (read from ``where``) as the live Ignition config."""
+    """Embed ``config`` (read from ``where``) as the live Ignition config.
+
+    A config Ignition would reject is embedded with a warning (as coreos-installer embeds
+    anything), or refused with ``strict``."""
     from .inputs import check_ignition
 
     check_ignition(config, where, strict=strict, warn=say)
