@@ -57,3 +57,37 @@ def check_ignition(data: bytes, where: str, *, strict: bool,
     if problem is not None:
         _report(problem, strict=strict, warn=warn,
                 hint=f"imagebuilder ignition validate {where} lists every problem")
+
+
+def keyfile_problem(data: bytes) -> str | None:
+    """Why data is not a NetworkManager keyfile (an ini-style text file), or None."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data[:e.start].count(b"\n") + 1
+        col = e.start - (data.rfind(b"\n", 0, e.start) + 1) + 1
+        return f"line {line} col {col}: not UTF-8 text (binary data?)"
+    group = False
+    for i, ln in enumerate(text.split("\n"), 1):
+        ln = ln.rstrip("\r")
+        bad = next((j for j, c in enumerate(ln) if c == "\0" or (c < " " and c != "\t")), None)
+        if bad is not None:
+            return f"line {i} col {bad + 1}: control character {ln[bad]!r} (binary data?)"
+        if not _KEYFILE_LINE.match(ln):
+            return f"line {i} col 1: neither [group], key=value nor a comment: {ln[:60]!r}"
+        if ln.startswith("["):
+            group = True
+        elif "=" in ln and not ln.lstrip().startswith(("#", ";")) and not group:
+            return f"line {i} col 1: key=value before the first [group]"
+    if not group:
+        return "line 1 col 1: no [group] (a keyfile starts with e.g. [connection])"
+    return None
+
+
+def check_keyfile(data: bytes, where: str, *, strict: bool,
+                  warn: Callable[[str], None]) -> None:
+    """Warn about (or with strict, refuse) a keyfile NetworkManager cannot read."""
+    problem = keyfile_problem(data)
+    if problem is not None:
+        _report(f"{_where(where)}: not a NetworkManager keyfile: {problem}", strict=strict,
+                warn=warn, hint="keyfiles are text: [connection], [ipv4]... groups of key=value")
