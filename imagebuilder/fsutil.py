@@ -155,6 +155,19 @@ def make_temp(dest: str | os.PathLike[str], *, mode: int = 0o644,
 
 
 @contextlib.contextmanager
+def _temp_beside(dest: Path, *, force: bool, mode: int) -> Iterator[tuple[int, Path]]:
+    """A locked temp file beside dest (after the output checks); removed on any error."""
+    check_output_target(dest, force=force)
+    fd, tmp = make_temp(dest, mode=mode)
+    try:
+        yield fd, tmp
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        raise
+
+
+@contextlib.contextmanager
 def atomic_output(dest: str | os.PathLike[str], *, force: bool = False, mode: int = 0o644,
                   binary: bool = True) -> Iterator[tuple[Path, object]]:
     """Yield ``(tmp_path, fileobj)`` for writing; on success fsync + rename onto dest.
@@ -163,18 +176,12 @@ def atomic_output(dest: str | os.PathLike[str], *, force: bool = False, mode: in
     Refuses up front (before any work) if dest exists and not force.
     """
     dest = Path(dest)
-    check_output_target(dest, force=force)
-    fd, tmp = make_temp(dest, mode=mode)
-    try:
+    with _temp_beside(dest, force=force, mode=mode) as (fd, tmp):
         with os.fdopen(fd, "wb" if binary else "w") as f:
             yield tmp, f
             f.flush()
             os.fsync(f.fileno())
             commit_tempfile(tmp, dest, force=force)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-        raise
 
 
 def write_atomic(dest: str | os.PathLike[str], data: bytes | str, *, force: bool = False,
@@ -193,20 +200,15 @@ def temp_path_in(dest: str | os.PathLike[str], *, force: bool = False,
     The temp path exists (empty) on entry; on success it is fsync'ed and renamed.
     """
     dest = Path(dest)
-    check_output_target(dest, force=force)
-    fd, tmp = make_temp(dest, mode=mode)
-    try:
-        yield tmp
-        if tmp.is_file():
-            with open(tmp, "rb+") as f:
-                os.fsync(f.fileno())
-        commit_tempfile(tmp, dest, force=force)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-        raise
-    finally:
-        os.close(fd)
+    with _temp_beside(dest, force=force, mode=mode) as (fd, tmp):
+        try:
+            yield tmp
+            if tmp.is_file():
+                with open(tmp, "rb+") as f:
+                    os.fsync(f.fileno())
+            commit_tempfile(tmp, dest, force=force)
+        finally:
+            os.close(fd)
 
 
 def _article(word: str) -> str:

@@ -113,14 +113,20 @@ def ignition_show(iso_path: str | Path, say: Say = stderr) -> bytes:
     return config
 
 
-def ignition_remove(iso_path: str | Path, *, output: str | None = None, force: bool = False,
-                    say: Say = stderr) -> None:
-    """Remove the live Ignition config (network keyfiles stay; damaged contents go)."""
+def _remove(iso_path: str | Path, output: str | None, force: bool, say: Say,
+            remove: Callable[[IsoImage], None]) -> None:
+    """Remove part of the embedded initrd; damaged area contents go as a whole."""
     def mutate(iso: IsoImage) -> None:
         _replace_damaged(iso, True, say)
-        iso.remove_ignition()
+        remove(iso)
 
     modify(iso_path, output, force, mutate, say)
+
+
+def ignition_remove(iso_path: str | Path, *, output: str | None = None, force: bool = False,
+                    say: Say = stderr) -> None:
+    """Remove the live Ignition config (network keyfiles stay)."""
+    _remove(iso_path, output, force, say, IsoImage.remove_ignition)
 
 
 # -- network -----------------------------------------------------------------------------
@@ -155,11 +161,8 @@ def network_extract(iso_path: str | Path, say: Say = stderr) -> dict[str, bytes]
 
 def network_remove(iso_path: str | Path, *, output: str | None = None, force: bool = False,
                    say: Say = stderr) -> None:
-    def mutate(iso: IsoImage) -> None:
-        _replace_damaged(iso, True, say)
-        iso.remove_network()
-
-    modify(iso_path, output, force, mutate, say)
+    """Remove the network keyfiles (the Ignition config stays)."""
+    _remove(iso_path, output, force, say, IsoImage.remove_network)
 
 
 # -- kargs -------------------------------------------------------------------------------
