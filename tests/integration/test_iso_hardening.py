@@ -342,3 +342,22 @@ def test_embed_flags_on_a_plain_iso_list_the_alternatives(tmp_path):
         assert r.returncode in (2, 3) and b"Unrecognized CoreOS ISO image" in r.stderr
         assert re.search(rb"hint: .*--add-file SRC:DEST, --karg-append KARG, --karg-delete KARG"
                          rb" or --volume-id LABEL, with -o OUT", r.stderr), r.stderr
+
+
+def test_pxe_customize_from_stdin_and_to_stdout(tmp_path):
+    import iso_golden
+
+    src = tmp_path / "live.img"
+    src.write_bytes(iso_golden.live_initramfs())
+    (tmp_path / "d.ign").write_bytes(CONFIG)
+    flags = ["--dest-device", "/dev/vda", "--dest-ignition", tmp_path / "d.ign"]
+    ok(cli("pxe", "customize", *flags, "-o", tmp_path / "a.img", src))
+    ok(cli("pxe", "customize", *flags, "-o", tmp_path / "b.img", "-", input=src.read_bytes()))
+    c = ok(cli("pxe", "customize", *flags, "-o", "-", "-", input=src.read_bytes())).stdout
+    assert (tmp_path / "a.img").read_bytes() == (tmp_path / "b.img").read_bytes() == c
+    assert c.startswith(src.read_bytes())
+    r = cli("pxe", "customize", *flags, "-o", tmp_path / "b.img", "-", input=src.read_bytes())
+    assert r.returncode == 2 and r.stderr.decode().endswith("hint: use --force (-f) to overwrite\n")
+    r = cli("pxe", "customize", *flags, "-o", tmp_path / "x.img", "-", input=b"not an initrd")
+    assert r.returncode == 3 and b"stdin: unrecognized data in initrd" in r.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.img", "b.img", "d.ign", "live.img"]
