@@ -49,7 +49,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 SIZE_MIB = int(os.environ.get("IMAGEBUILDER_BENCH_ISO_MIB", "1024"))
-REPEAT = int(os.environ.get("IMAGEBUILDER_BENCH_REPEAT", "3"))
+REPEAT = int(os.environ.get("IMAGEBUILDER_BENCH_REPEAT", "5"))
 IGN = {"ignition": {"version": "3.3.0"},
        "storage": {"files": [{"path": "/etc/bench", "contents": {"source": "data:,bench"}}]}}
 
@@ -231,7 +231,9 @@ def main() -> list[dict]:
         shutil.rmtree(work, ignore_errors=True)
 
     ratio_cp = med["customize -o"] / med["cp"]
-    ratio_sync = med["customize -o"] / med["cp+sync"]
+    # each round times cp + sync and ours back to back: the median of the per-round ratios
+    # is less at the mercy of a disk shared with other jobs than a ratio of medians
+    ratio_sync = statistics.median(o / c for o, c in zip(times["customize -o"], times["cp+sync"]))
     ratio_x = med["xorriso replay"] / med["cp"]
     inplace_ms = statistics.median(lib) * 1000
     whole_s = statistics.median(whole)
@@ -250,7 +252,7 @@ def main() -> list[dict]:
         {"metric": "cp + sync (s)", "value": med["cp+sync"], "unit": "s"},
         {"metric": "customize -o (s)", "value": med["customize -o"], "unit": "s"},
         {"metric": "xorriso replay (s)", "value": med["xorriso replay"], "unit": "s"},
-        {"metric": "customize -o / (cp + sync)", "value": ratio_sync, "unit": "x",
+        {"metric": "customize -o / (cp + sync), median of rounds", "value": ratio_sync, "unit": "x",
          "target": "<= 1.1", "ok": ratio_sync <= 1.1},
         {"metric": "customize -o / cp (no durability)", "value": ratio_cp, "unit": "x"},
         {"metric": "xorriso replay / cp", "value": ratio_x, "unit": "x"},

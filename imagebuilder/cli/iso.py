@@ -148,7 +148,7 @@ def customize_opts(*, iso: bool) -> tuple[Opt, ...]:
     from ..iso.flags import CUSTOMIZE_FLAGS
 
     return tuple(Opt((f.option,), f.field, LIST if f.repeat else VALUE, f.metavar,
-                     f.help + (" (repeatable)" if f.repeat else ""))
+                     f.help + (" (repeatable)." if f.repeat else "."))
                  for f in CUSTOMIZE_FLAGS if iso or not f.iso_only)
 
 
