@@ -3,9 +3,12 @@
 
 from __future__ import annotations
 
+import pytest
+
 import iso_golden
 
 
+@pytest.mark.slow  # ~130 CLI runs
 def test_iso_verbs_byte_identical_on_shared_fixtures(shared_fixtures, tmp_path):
     want = {k: v for k, v in iso_golden.load().items()
             if not k.startswith(("liveiso/", "rebuild/"))}
