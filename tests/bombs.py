@@ -50,17 +50,22 @@ def _one_block(data: bytes) -> tuple[bytes, int, int]:
     return s[12:12 + padded], unpadded, size
 
 
-def xz_bomb(head: bytes, zeros: int, tail: bytes = b"") -> bytes:
+def xz_parts(parts: list) -> bytes:
+    """An xz stream expanding to the concatenation of parts: bytes as they are, an int n
+    as n zero bytes (8 MiB zero blocks compressed once and repeated)."""
     blocks: list[tuple[bytes, int, int]] = []
-    first = min(zeros, _PIECE)
-    blocks.append(_one_block(head + b"\0" * first))
-    left = zeros - first
-    if left >= _PIECE:
-        piece = _one_block(b"\0" * _PIECE)
-        blocks += [piece] * (left // _PIECE)
-        left %= _PIECE
-    if left or tail:
-        blocks.append(_one_block(b"\0" * left + tail))
+    zero_piece = None
+    for part in parts:
+        if isinstance(part, bytes):
+            if part:
+                blocks.append(_one_block(part))
+            continue
+        n, rest = divmod(part, _PIECE)
+        if n:
+            zero_piece = zero_piece or _one_block(b"\0" * _PIECE)
+            blocks += [zero_piece] * n
+        if rest:
+            blocks.append(_one_block(b"\0" * rest))
     flags = b"\x00\x01"  # CRC32
     header = b"\xfd7zXZ\x00" + flags + struct.pack("<I", zlib.crc32(flags))
     index = bytearray(b"\x00" + _varint(len(blocks)))
@@ -71,6 +76,10 @@ def xz_bomb(head: bytes, zeros: int, tail: bytes = b"") -> bytes:
     backward = struct.pack("<I", len(index) // 4 - 1)
     footer = struct.pack("<I", zlib.crc32(backward + flags)) + backward + flags + b"YZ"
     return header + b"".join(b for b, _u, _s in blocks) + bytes(index) + footer
+
+
+def xz_bomb(head: bytes, zeros: int, tail: bytes = b"") -> bytes:
+    return xz_parts([head, zeros, tail])
 
 
 def gzip_bomb(head: bytes, zeros: int, tail: bytes = b"") -> bytes:

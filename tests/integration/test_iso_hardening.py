@@ -90,6 +90,21 @@ def test_xz_bomb_in_the_ignition_area(iso, tmp_path, xz_bomb_area):
     assert ok(cli("iso", "ignition", "show", iso)).stdout == CONFIG
 
 
+def test_xz_bomb_of_small_members_hits_the_budget(iso, tmp_path):
+    """Members each under the limit, together over it: stopped by the 32 MiB budget."""
+    area, _ = areas(iso)
+    parts = []
+    for i in range(64):  # 64 x 16 MiB = 1 GiB
+        parts += [bombs.newc_header(f"m{i}", 16 << 20), 16 << 20]
+    write_at(iso, area.offset, bombs.xz_parts(parts + [bombs.trailer()]))
+    for args in (["iso", "ignition", "show", iso], ["iso", "inspect", iso]):
+        rss, code, err = cli_rss(*args)
+        assert rss <= RSS_LIMIT_MIB, (args, rss)
+    assert code == 0
+    r = cli("iso", "ignition", "show", iso)
+    assert r.returncode == 3 and b"expands beyond the limit of 32 MiB" in r.stderr
+
+
 def test_gzip_bomb_initramfs_for_pxe(tmp_path):
     live_stamp = bombs.newc_header("etc/coreos-live-initramfs", 0)
     big = bombs.gzip_bomb(live_stamp + bombs.newc_header("usr/big", 3 << 30), 3 << 30,
