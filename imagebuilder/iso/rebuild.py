@@ -28,7 +28,7 @@ import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from ..errors import BadImageError, ToolError, UserInputError
+from ..errors import ToolError, UserInputError
 from ..fsutil import check_output_target, temp_path_in
 from ..run import require, run
 
