@@ -701,7 +701,7 @@ def _get(d: Mapping[str, Any], key: str, tp: type, where: str) -> Any:
 
 def _u64(d: Mapping[str, Any], key: str, where: str) -> int:
     s = _get(d, key, str, where)
-    if not s.isdigit() or len(s) > 20 or int(s) >= 1 << 64:
+    if not (s.isascii() and s.isdigit()) or len(s) > 20 or int(s) >= 1 << 64:
         raise BadImageError(f"{where}.{key}: expected a decimal string, got {s!r}")
     return int(s)
 
@@ -879,7 +879,7 @@ def _parse_metadata(md: Any, fields: tuple, name: str, offset: int,
             raise BadImageError(f"LUKS2 metadata: {k}: missing")
         if len(md[k]) > MAX_OBJECTS and k != "config":
             raise BadImageError(f"LUKS2 metadata: {k}: more than {MAX_OBJECTS} entries")
-        if k != "config" and not all(i.isdigit() for i in md[k]):
+        if k != "config" and not all(i.isascii() and i.isdigit() and len(i) < 4 for i in md[k]):
             raise BadImageError(f"LUKS2 metadata: {k}: ids must be decimal strings")
     config = md["config"]
     if _u64(config, "json_size", "config") != hdr_size - BINARY_SIZE:

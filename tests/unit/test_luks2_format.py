@@ -399,3 +399,23 @@ def test_secrets_never_reach_logs_or_reprs(tmp_path, caplog):
     for secret in (PASS.decode(), vk.hex(), base64.b64encode(vk).decode()):
         assert secret not in text
     assert "encrypting" in caplog.text  # the log did record the operation
+
+
+FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "luks2"
+
+
+@pytest.mark.parametrize("name, want", [
+    ("root-clevis-metadata.json", {"type": "clevis", "keyslots": ["1"], "pin": "tpm2", "pcrs": [7]}),
+    ("root-se-metadata.json", {"type": "systemd-tpm2", "keyslots": ["1"], "pcrs": [7],
+                               "pcr_bank": "sha256", "pin": False}),
+])
+def test_tokens_written_by_clevis_and_systemd_cryptenroll(name, want):
+    """Metadata of our containers after ``clevis luks bind ... tpm2`` and
+    ``systemd-cryptenroll --tpm2-device=auto`` inside a Debian 12 guest with swtpm."""
+    md = json.loads((FIXTURES / name).read_text())
+    for tid, tok in md["tokens"].items():
+        L.check_token(tok, list(md["keyslots"]), f"tokens.{tid}")
+    assert L.token_summary(md["tokens"]["0"]) == want
+    # both tools add a PBKDF2 keyslot with 1000 iterations for their high-entropy key
+    assert md["keyslots"]["1"]["kdf"]["type"] == "pbkdf2"
+    assert md["keyslots"]["1"]["kdf"]["iterations"] == 1000
