@@ -378,6 +378,9 @@ class KeySlotSpec:
     secret: bytes = field(repr=False)
     kdf: Kdf | None = None
     priority: int | None = None  # None: not written (normal); 0 ignore, 1 normal, 2 prefer
+    # an empty passphrase opens this slot; only for a first-boot slot that is wiped once a
+    # TPM2 is enrolled (systemd-cryptsetup tries it with ``try-empty-password=yes``)
+    allow_empty: bool = False
 
 
 # --------------------------------------------------------------------------- tokens
@@ -478,7 +481,7 @@ def build_header(params: Luks2Params, volume_key: bytes, keys: Sequence[KeySlotS
             kdf.check()
         except ValueError as e:
             raise InvalidConfigError(f"luks2 keyslot {i}: {e}") from None
-        if not spec.secret:
+        if not spec.secret and not spec.allow_empty:
             raise InvalidConfigError(f"luks2 keyslot {i}: empty passphrase")
         salt = entropy.take(f"keyslot.{i}.salt", 32)
         n = params.key_bytes

@@ -53,7 +53,8 @@ def _dumped_volume_key(container: Path, secret: bytes, tmp: Path) -> bytes:
 
 @pytest.fixture
 def ours(tmp_path: Path):
-    """A container with a PBKDF2 passphrase slot, an Argon2id key-file slot and two tokens."""
+    """A container with a PBKDF2 passphrase slot, a preferred Argon2id key-file slot and two
+    tokens."""
     src = _payload(tmp_path / "src.img", 4 * MiB)
     keyfile = os.urandom(256)
     vk = os.urandom(64)
@@ -66,7 +67,7 @@ def ours(tmp_path: Path):
                            flags=("allow-discards",))
     out = tmp_path / "ours.luks"
     result = L.encrypt_image(src, out, params=params, volume_key=vk, tokens=tokens,
-                             keys=[PASS, L.KeySlotSpec(keyfile, kdf=SMALL_ARGON)])
+                             keys=[PASS, L.KeySlotSpec(keyfile, kdf=SMALL_ARGON, priority=2)])
     return {"src": src, "luks": out, "keyfile": keyfile, "vk": vk, "result": result, "tmp": tmp_path}
 
 
@@ -83,7 +84,7 @@ def test_luksdump_reads_exactly_what_we_wrote(ours):
                  "cipher: aes-xts-plain64", "sector: 4096 [bytes]",
                  "PBKDF:      pbkdf2", "PBKDF:      argon2id", "Memory:     32768",
                  "Threads:    2", "AF stripes: 4000", "Area length:258048 [bytes]",
-                 "0: clevis", "1: systemd-tpm2"):
+                 "0: clevis", "1: systemd-tpm2", "Priority:   normal", "Priority:   preferred"):
         assert line in text, line
     assert ours["result"].as_dict() == {
         "uuid": UUID, "label": "luks-root", "cipher": "aes-xts-plain64", "key_size": 512,
@@ -230,3 +231,23 @@ def test_seeded_container_is_reproducible_and_valid(tmp_path):
     assert digests[0] == digests[1]
     cryptsetup("open", "--test-passphrase", tmp_path / "a", secret=PASS, tmp=tmp_path)
     assert _dumped_volume_key(tmp_path / "a", PASS, tmp_path) == L.Entropy(b"ci-seed").take("volume-key", 64)
+
+
+def test_first_boot_empty_passphrase_slot(tmp_path):
+    """The unattended first-boot slot: empty passphrase, cheap PBKDF2, tried first
+    (systemd-cryptsetup ``try-empty-password=yes``); wiped once a TPM2 is enrolled."""
+    src = _payload(tmp_path / "src.img", 1 * MiB)
+    c = tmp_path / "fb.luks"
+    first_boot = L.KeySlotSpec(b"", kdf=FAST, priority=2, allow_empty=True)
+    L.encrypt_image(src, c, params=L.Luks2Params(kdf=FAST), keys=[PASS, first_boot])
+    exe = shutil.which("cryptsetup") or "/usr/sbin/cryptsetup"
+    # typed at a prompt, a lone newline is the empty passphrase
+    subprocess.run([exe, "open", "--test-passphrase", "--key-slot", "1", str(c)], input=b"\n",
+                   check=True, capture_output=True)
+    assert "Priority:   preferred" in cryptsetup("luksDump", c).stdout
+    with open(c, "rb") as f:
+        h = L.read_header(f)
+        assert L.unlock(f, h, b"") == L.unlock(f, h, PASS)
+    cryptsetup("luksKillSlot", "--batch-mode", c, "1")
+    with open(c, "rb") as f, pytest.raises(L.WrongKeyError):
+        L.unlock(f, L.read_header(f), b"")

@@ -419,3 +419,11 @@ def test_tokens_written_by_clevis_and_systemd_cryptenroll(name, want):
     # both tools add a PBKDF2 keyslot with 1000 iterations for their high-entropy key
     assert md["keyslots"]["1"]["kdf"]["type"] == "pbkdf2"
     assert md["keyslots"]["1"]["kdf"]["iterations"] == 1000
+
+
+def test_empty_passphrase_needs_allow_empty(tmp_path):
+    with pytest.raises(InvalidConfigError, match="keyslot 0: empty passphrase"):
+        _container(tmp_path, keys=(b"",))
+    c = _container(tmp_path, keys=(L.KeySlotSpec(b"", kdf=FAST, allow_empty=True),))
+    with open(c, "rb") as f:
+        assert len(L.unlock(f, L.read_header(f), b"")) == 64
