@@ -1024,6 +1024,9 @@ def decrypt_image(container: str | os.PathLike[str], dest: str | os.PathLike[str
             header = read_header(f, offset)
         except BadImageError as e:
             raise BadImageError(f"{container}: {e.message}") from None
+        if header.cipher not in CIPHERS:
+            raise BadImageError(f"{container}: data cipher {header.cipher!r} is not supported "
+                                f"(supported: {', '.join(CIPHERS)})")
         if volume_key is None:
             if secret is None:
                 raise ValueError("need a secret or a volume key")
@@ -1036,7 +1039,7 @@ def decrypt_image(container: str | os.PathLike[str], dest: str | os.PathLike[str
             raise BadImageError(f"{container}: payload of {n} bytes does not fit the container "
                                 f"or is not whole {header.sector_size}-byte sectors")
         cipher = SectorCipher(volume_key, header.cipher, header.sector_size, header.iv_tweak)
-        with atomic_output(dest, force=force) as (_tmp, out):
+        with atomic_output(dest, force=force, mode=0o600) as (_tmp, out):  # plaintext
             decrypt_stream(f.fileno(), offset + header.data_offset, n, out.fileno(), cipher,
                            progress=progress)
     return header
