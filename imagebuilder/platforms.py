@@ -12,12 +12,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import InvalidConfigError
+from .kargs import Karg, KargError
 from .run import data_path
 
 GRUB_TERMINALS = ("serial", "console")
 SECTOR_SIZES = (512, 4096)
 _ID_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
-_KARG_RE = re.compile(r"^[A-Za-z_][^\s\"'\\;`$]*$")
+_KARG_KEY_RE = re.compile(r"^[A-Za-z_]")  # a bare "115200n8" is a console= split at its comma
 _KEYS = {"ignition_id", "kernel_arguments", "grub_terminal", "serial_unit", "serial_speed", "format",
          "format_options", "compress", "disk"}
 _DISK_KEYS = {"sector_size", "size_multiple"}
@@ -107,9 +108,13 @@ def parse_platforms(doc, source: str = "platforms.yaml") -> dict[str, Platform]:
         if not isinstance(kargs, list):
             _fail(f"{where}.kernel_arguments", "expected a list")
         for i, k in enumerate(kargs):
-            if not isinstance(k, str) or not _KARG_RE.match(k):
+            if not isinstance(k, str) or not _KARG_KEY_RE.match(k):
                 _fail(f"{where}.kernel_arguments[{i}]", f"{k!r} is not a kernel argument",
                       hint="quote console=ttyS0,115200n8: in a YAML [flow] list its comma splits it")
+            try:
+                Karg.parse(k)
+            except KargError as e:
+                _fail(f"{where}.kernel_arguments[{i}]", e.message, hint=e.hint)
         terms = entry.get("grub_terminal", ["console"])
         if (not isinstance(terms, list) or not terms or len(set(terms)) != len(terms)
                 or any(t not in GRUB_TERMINALS for t in terms)):
