@@ -172,3 +172,24 @@ def read_input(path: str | os.PathLike[str], what: str = "file") -> bytes:
         raise UserInputError(f"{path}: is a directory, expected a {what}") from None
     except PermissionError:
         raise UserInputError(f"{path}: permission denied") from None
+
+
+def data_extents(fd: int, size: int) -> Iterator[tuple[int, int]]:
+    """Yield the (start, end) byte ranges of an open file that hold data (SEEK_DATA/SEEK_HOLE).
+
+    A filesystem without hole reporting yields the whole file as one range.
+    """
+    pos = 0
+    while pos < size:
+        try:
+            start = os.lseek(fd, pos, os.SEEK_DATA)
+        except OSError:  # ENXIO: only a hole remains
+            return
+        if start >= size:
+            return
+        try:
+            end = min(os.lseek(fd, start, os.SEEK_HOLE), size)
+        except OSError:
+            end = size
+        yield start, end
+        pos = end
