@@ -417,3 +417,37 @@ def test_signed_entries_and_trusted_keys(registry, tmp_path, keys):
     with pytest.raises(RemoteUntrusted, match="trusted key"):
         distrusting.pull(Store(tmp_path / "d"), signed)
     assert not Store(tmp_path / "d").contains(signed)
+
+
+def test_racing_pushes_and_pulls_of_one_id_are_harmless(registry, tmp_path):
+    a1, a2, b = Store(tmp_path / "a1"), Store(tmp_path / "a2"), Store(tmp_path / "b")
+    oid = oid_of("race")
+    make_object(a1, oid, small_tree)
+    make_object(a2, oid, small_tree)  # "another runner": same id, its own bytes
+    remote = RemoteCache(spec(registry, "ci/race"))
+    results: list = []
+
+    def run(fn):
+        try:
+            results.append(fn())
+        except Exception as e:  # noqa: BLE001 - collected and asserted below
+            results.append(e)
+
+    threads = [threading.Thread(target=run, args=(lambda s=s: remote.push(s, oid, force=True),))
+               for s in (a1, a2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert [r.status for r in results] == ["pushed", "pushed"], results
+    assert remote.list() == [oid]
+    results.clear()
+    threads = [threading.Thread(target=run, args=(lambda: remote.pull(b, oid),)) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(r.details["stored"] for r in results) == [False, True], results
+    # the last manifest won; the pulled tree is one runner's, whole
+    assert snapshot(b.object_tree(oid)) in (snapshot(a1.object_tree(oid)), snapshot(a2.object_tree(oid)))
+    assert b.object_ids() == [oid] and list((b.root / "tmp").iterdir()) == []
