@@ -70,7 +70,7 @@ from .oci_artifact import (
 FORMAT = 1
 LARGE_FILE = 64 << 20
 CHUNK = 64 << 20
-ZSTD_LEVEL = 3
+ZSTD_LEVEL = 1  # ~4x faster than 3 for ~4 % more bytes: pushes are CPU-bound before they are network-bound
 READ_SIZE = 1 << 20
 # an object.json key a stage can set to keep its result off the registry (secrets)
 PRIVATE_KEY = "private"
@@ -198,7 +198,8 @@ def pack(object_dir: Path, oid: str, layout: Layout, scratch: Path) -> Packed:
     layers = [tree_desc]
     entries: list[dict[str, Any]] = [{"kind": "tree", "size": tar_size}]
     files = []
-    cctx = zstandard.ZstdCompressor(level=ZSTD_LEVEL)
+    # multi-threaded zstd gives the same bytes for any number of threads (>= 1): dedup holds
+    cctx = zstandard.ZstdCompressor(level=ZSTD_LEVEL, threads=-1)
     data_bytes = 0
     for index, (rel, st) in enumerate(large):
         path = os.path.join(tree, rel)
