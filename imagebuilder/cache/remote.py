@@ -220,7 +220,9 @@ class RemoteCache:
             raise UserInputError(f"stage {oid[:12]} is not in the cache {store.root}")
         if not force:
             present = self._present(oid)
-            if present is not None:
+            # an entry someone pushed unsigned is replaced by ours when we sign
+            if present is not None and (self.spec.sign_key is None or self.transport.manifest(
+                    signature_tag(present)) is not None):
                 return Transfer(oid, "present", present, seconds=time.monotonic() - t0)
         where = f"remote cache {self.url}: stage {oid[:12]}"
         with store.lock(oid, shared=True), store.tempdir(f"push-{oid[:16]}") as tmp:

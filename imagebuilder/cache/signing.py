@@ -55,8 +55,9 @@ def sign(data: bytes, key: str | os.PathLike[str]) -> str:
     """Sign data with the OpenSSH private key file key; return the armored signature."""
     if not Path(key).is_file():
         raise UserInputError(f"{key}: signing key not found")
+    # bounded: a passphrase-protected key without an agent would wait for a terminal
     proc = run(["ssh-keygen", "-q", "-Y", "sign", "-n", NAMESPACE, "-f", os.fspath(key)],
-               input=data)
+               input=data, timeout=60)
     sig = proc.stdout.decode()
     if "BEGIN SSH SIGNATURE" not in sig:
         raise BadSignature(f"{key}: ssh-keygen produced no signature")
@@ -77,7 +78,7 @@ def verify(data: bytes, signature: str, trusted: Sequence[str | os.PathLike[str]
         sigfile = Path(tmp) / "data.sig"
         sigfile.write_text(signature)
         proc = run(["ssh-keygen", "-Y", "verify", "-n", NAMESPACE, "-I", PRINCIPAL,
-                    "-f", allowed, "-s", sigfile], input=data, check=False, text=False)
+                    "-f", allowed, "-s", sigfile], input=data, check=False, timeout=60)
     out = (proc.stdout or b"").decode(errors="replace").strip()
     if proc.returncode != 0:
         err = (proc.stderr or b"").decode(errors="replace").strip().splitlines()

@@ -131,6 +131,13 @@ class Skopeo:
             raise cls(f"remote cache {self.url}: {what}: {msg}", argv=e.argv,
                       returncode=e.returncode, stderr=e.stderr, hint=HINTS.get(cls)) from None
 
+    @staticmethod
+    def _layout_ref(layout: Path, name: str) -> str:
+        if ":" in str(layout):
+            raise RemoteCacheError(f"{layout}: a path with ':' cannot be an OCI layout for skopeo",
+                                   hint="use a --cache directory without ':' in its path")
+        return f"oci:{layout}:{name}"
+
     def _transfer_timeout(self, nbytes: int) -> float:
         return self.timeout + nbytes / self.min_rate
 
@@ -161,13 +168,13 @@ class Skopeo:
         digestfile = Path(layout) / f".pushed-{tag}"
         self._run(["copy", "--quiet", "--preserve-digests", "--retry-times=0",
                    f"--digestfile={digestfile}", *self._access("dest-"),
-                   f"oci:{layout}:{name}", self.ref(tag)],
+                   self._layout_ref(layout, name), self.ref(tag)],
                   self._transfer_timeout(nbytes), f"pushing {tag[:24]}")
         return digestfile.read_text().strip()
 
     def pull(self, digest: str, layout: Path, name: str, nbytes: int) -> None:
         """Copy manifest digest (and its blobs, each verified) into layout, named name."""
         self._run(["copy", "--quiet", "--preserve-digests", "--retry-times=0",
-                   *self._access("src-"), self.ref(digest), f"oci:{layout}:{name}"],
+                   *self._access("src-"), self.ref(digest), self._layout_ref(layout, name)],
                   self._transfer_timeout(nbytes), f"pulling {digest[:19]}")
 

@@ -422,6 +422,10 @@ def test_signed_entries_and_trusted_keys(registry, tmp_path, keys):
     with pytest.raises(RemoteUntrusted, match="trusted key"):
         distrusting.pull(Store(tmp_path / "d"), signed)
     assert not Store(tmp_path / "d").contains(signed)
+    # a signing runner replaces an unsigned entry by its own, signed one
+    assert remote.push(a, unsigned).status == "pushed"
+    assert remote.push(a, unsigned).status == "present"
+    assert trusting.pull(Store(tmp_path / "e"), unsigned).signed
 
 
 def test_racing_pushes_and_pulls_of_one_id_are_harmless(registry, tmp_path):
