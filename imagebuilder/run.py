@@ -63,6 +63,9 @@ TOOL_PACKAGES: dict[str, str] = {
     "virt-customize": "libguestfs-tools",
     "guestfish": "libguestfs-tools",
     "unshare": "util-linux",
+    "skopeo": "skopeo",
+    "ssh-keygen": "openssh-client",
+    "tar": "tar",
 }
 
 
