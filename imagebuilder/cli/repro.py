@@ -84,6 +84,29 @@ def verify_cmd(
         raise typer.Exit(1)
 
 
+def diff_cmd(
+    a: Path = typer.Argument(..., help="A build output directory or an image (raw, qcow2, ISO, ...).",
+                             show_default=False),
+    b: Path = typer.Argument(..., help="The other one (same kind).", show_default=False),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable report."),
+) -> None:
+    """Explain why two builds or images differ: meta.json fields, partition tables, filesystem
+    metadata, files (mode/owner/times/xattrs/content), ISO records. Prints "identical" and
+    exits 0 when they are the same, else one line per difference and exit 1."""
+    import sys
+
+    from ..repro.diff import diff_paths
+
+    rep = diff_paths(a, b)
+    if as_json:
+        common.emit_json(rep.to_dict())
+    else:
+        sys.stdout.write(rep.render())
+    if not rep.identical:
+        raise typer.Exit(1)
+
+
 def register(app: typer.Typer) -> None:
+    app.command("diff", help="Explain why two builds or images differ (exit 1 if they do).")(diff_cmd)
     app.command("sign", help="Write SHA256SUMS + an SSH signature (SHA256SUMS.sig) for a build.")(sign_cmd)
     app.command("verify", help="Check a build's outputs against meta.json (and its signature).")(verify_cmd)
