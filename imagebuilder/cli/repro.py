@@ -106,7 +106,34 @@ def diff_cmd(
         raise typer.Exit(1)
 
 
+def sbom_cmd(
+    outdir: Path = typer.Argument(..., help="A build's output directory.", show_default=False),
+    tree: Path = typer.Option(None, "--tree", help="The root filesystem tree (default: the build's "
+                                                   "'tree' pipeline result in the cache)."),
+    cache: Path = typer.Option(None, "--cache", help="Build cache holding that tree (default: the "
+                                                     "default cache)."),
+    output: Path = typer.Option(None, "--output", "-o", help="Where to write (default: "
+                                                             "OUTDIR/sbom.spdx.json)."),
+    force: bool = typer.Option(False, "--force", "-f", help="Overwrite an existing SBOM."),
+) -> None:
+    """Write an SPDX 2.3 SBOM of a build: its Debian packages (or files), artifacts and their
+    relationships. Deterministic for the same build."""
+    from ..repro.outdir import SBOM
+    from ..repro.sbom import sbom_for_outdir, write_sbom
+
+    dest = output or outdir / SBOM
+    from ..fsutil import check_output_target
+
+    check_output_target(dest, force=force)
+    doc = sbom_for_outdir(outdir, tree=tree, cache=cache)
+    write_sbom(dest, doc, force=force)
+    n_pkgs = sum(1 for p in doc["packages"] if p["SPDXID"].startswith("SPDXRef-Package-"))
+    typer.echo(f"sbom: {dest} ({n_pkgs} packages, {len(doc.get('files', []))} files, "
+               f"{sum(1 for p in doc['packages'] if p['SPDXID'].startswith('SPDXRef-Artifact-'))} artifacts)")
+
+
 def register(app: typer.Typer) -> None:
+    app.command("sbom", help="Write an SPDX 2.3 SBOM (sbom.spdx.json) for a build.")(sbom_cmd)
     app.command("diff", help="Explain why two builds or images differ (exit 1 if they do).")(diff_cmd)
     app.command("sign", help="Write SHA256SUMS + an SSH signature (SHA256SUMS.sig) for a build.")(sign_cmd)
     app.command("verify", help="Check a build's outputs against meta.json (and its signature).")(verify_cmd)
