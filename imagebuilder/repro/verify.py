@@ -245,13 +245,18 @@ def check_manifest(od: OutDir, rep: VerifyReport, index=None) -> None:
 # --------------------------------------------------------------------------- the image
 
 
-def _norm(v: Any) -> Any:
-    return v.lower() if isinstance(v, str) else v
+_ID_KEYS = {"disk_guid", "guid", "type_guid", "uuid"}  # GUIDs compare case-insensitively
+
+
+def _same(key: str, a: Any, b: Any) -> bool:
+    if key in _ID_KEYS and isinstance(a, str) and isinstance(b, str):
+        return a.lower() == b.lower()
+    return a == b
 
 
 def compare_table(rec: dict[str, Any], got: dict[str, Any], where: str, rep: VerifyReport) -> None:
     for k in ("label", "disk_guid", "sector_size", "size", "first_usable_lba", "last_usable_lba"):
-        if k in rec and _norm(rec[k]) != _norm(got.get(k)):
+        if k in rec and not _same(k, rec[k], got.get(k)):
             rep.problem(f"{where}: partition table {k} {got.get(k)} differs from meta.json's {rec[k]}")
     recparts = {p.get("number"): p for p in rec.get("partitions") or [] if isinstance(p, dict)}
     gotparts = {p["number"]: p for p in got.get("partitions") or []}
@@ -264,12 +269,12 @@ def compare_table(rec: dict[str, Any], got: dict[str, Any], where: str, rep: Ver
             rep.problem(f"{where}: partition {n} of meta.json's partition table is missing")
             continue
         for k in ("name", "type_guid", "guid", "start_lba", "last_lba", "attributes"):
-            if k in rp and _norm(rp[k]) != _norm(gp.get(k)):
+            if k in rp and not _same(k, rp[k], gp.get(k)):
                 rep.problem(f"{where}: partition {n} {k} {gp.get(k)} differs from meta.json's {rp[k]}")
         rfs, gfs = rp.get("filesystem"), gp.get("filesystem") or {}
         if isinstance(rfs, dict):
             for k in ("type", "label", "uuid"):
-                if k in rfs and _norm(rfs[k]) != _norm(gfs.get(k)):
+                if k in rfs and not _same(k, rfs[k], gfs.get(k)):
                     rep.problem(f"{where}: partition {n} filesystem {k} {gfs.get(k)} differs from "
                                 f"meta.json's {rfs[k]}")
 
