@@ -28,6 +28,7 @@ COMMAND_MODULES = [
     "imagebuilder.cli.build",
     "imagebuilder.cli.boot",
     "imagebuilder.cli.image",
+    "imagebuilder.cli.repro",
 ]
 
 _APP: typer.Typer | None = None
