@@ -9,7 +9,7 @@ APT_STAMP := $(VENV)/.apt-stamp
 PIP_STAMP := $(VENV)/.pip-stamp
 PYTEST_ARGS ?=
 
-.PHONY: setup apt venv demo test test-fast bench container container-test clean
+.PHONY: setup apt venv demo test test-fast bench repro container container-test clean
 
 setup: apt venv
 
@@ -45,6 +45,12 @@ test-fast: setup
 
 bench: setup
 	$(PY) bench/run.py
+
+# Build REPRO_IMAGE (default: the tiny test OS) twice under different conditions, verify,
+# diff, write the SBOM and signed SHA256SUMS (ci/reproducible-build; REPRO_WORKDIR to keep them).
+REPRO_IMAGE ?= fixtures/images/tiny.yaml
+repro: setup
+	REPRO_IMAGE=$(REPRO_IMAGE) ci/reproducible-build all $(REPRO_IMAGE)
 
 container: setup
 	bash packaging/build-container.sh

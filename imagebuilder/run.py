@@ -52,6 +52,10 @@ TOOL_PACKAGES: dict[str, str] = {
     "busybox": "busybox-static",
     "xz": "xz-utils",
     "zstd": "zstd",
+    "gzip": "gzip",
+    "pigz": "pigz",
+    "tar": "tar",
+    "qemu-io": "qemu-utils",
     "cpio": "cpio",
     "buildah": "buildah",
     "ignition-validate": "ignition",
@@ -59,6 +63,9 @@ TOOL_PACKAGES: dict[str, str] = {
     "virt-customize": "libguestfs-tools",
     "guestfish": "libguestfs-tools",
     "unshare": "util-linux",
+    "skopeo": "skopeo",
+    "ssh-keygen": "openssh-client",
+    "tar": "tar",
 }
 
 

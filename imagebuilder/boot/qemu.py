@@ -27,7 +27,6 @@ import contextlib
 import dataclasses
 import gzip
 import hashlib
-import io
 import json
 import logging
 import os
@@ -39,11 +38,13 @@ import stat
 import tempfile
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import BinaryIO
 
 from ..errors import BadImageError, ToolError, UserInputError
+from ..iso.cpio import write_newc
+from ..iso.iso9660 import is_iso
 from ..run import output, require, run, which
 
 log = logging.getLogger("imagebuilder.boot")
@@ -87,16 +88,6 @@ class BootResult:
 
 # --------------------------------------------------------------------------- images
 
-def is_iso(path: str | os.PathLike[str]) -> bool:
-    """ISO 9660 image? (primary volume descriptor magic at sector 16)."""
-    try:
-        with open(path, "rb") as f:
-            f.seek(16 * 2048)
-            return f.read(6)[1:6] == b"CD001"
-    except OSError:
-        return False
-
-
 def disk_format(path: str | os.PathLike[str]) -> str:
     """The image format as ``qemu-img info`` detects it (raw, qcow2, vmdk, ...)."""
     require("qemu-img")
@@ -108,38 +99,6 @@ def disk_format(path: str | os.PathLike[str]) -> str:
 
 
 # --------------------------------------------------------------------------- initramfs
-
-def newc_archive(entries: Iterable[tuple[str, int, bytes | tuple[int, int]]]) -> bytes:
-    """A newc cpio archive from ``(path, mode, data)`` entries.
-
-    ``data`` is the file content for regular files, the link target for symlinks
-    (as bytes), ``b""`` for directories, and ``(major, minor)`` for device nodes.
-    Deterministic: uid/gid 0, mtime 0, inode = index + 1.
-    """
-    out = io.BytesIO()
-
-    def pad4() -> None:
-        out.write(b"\0" * (-out.tell() % 4))
-
-    def header(ino: int, mode: int, size: int, name: bytes, rmaj: int = 0, rmin: int = 0) -> None:
-        fields = [ino, mode, 0, 0, 1, 0, size, 0, 0, rmaj, rmin, len(name) + 1, 0]
-        out.write(b"070701" + b"".join(b"%08x" % v for v in fields))
-        out.write(name + b"\0")
-        pad4()
-
-    ino = 0
-    for ino, (path, mode, data) in enumerate(entries, start=1):
-        name = path.lstrip("/").encode()
-        if isinstance(data, tuple):
-            header(ino, mode, 0, name, *data)
-            continue
-        header(ino, mode, len(data), name)
-        out.write(data)
-        pad4()
-    header(ino + 1, 0, 0, b"TRAILER!!!")
-    out.write(b"\0" * (-out.tell() % 512))
-    return out.getvalue()
-
 
 def busybox_initramfs(init_script: str, *, extra: Sequence[tuple[str, int, bytes]] = (),
                       compress: bool = True) -> bytes:
@@ -161,7 +120,7 @@ def busybox_initramfs(init_script: str, *, extra: Sequence[tuple[str, int, bytes
     ]
     entries += list(extra)
     entries.sort(key=lambda e: e[0])
-    raw = newc_archive(entries)
+    raw = write_newc(entries, first_ino=1, trailer_ino=None, block=512)
     if not compress:
         return raw
     return gzip.compress(raw, compresslevel=6, mtime=0)

@@ -54,3 +54,34 @@ def emit_json(obj: Any) -> None:
 def info(msg: str) -> None:
     """A human progress/status line on stderr (never pollutes stdout / --json)."""
     print(msg, file=sys.stderr)
+
+
+def fix_typer_help() -> None:
+    """typer (0.29) shows a value type for flags in help (``--force <bool>``) and wraps
+    required arguments in braces in usage lines (``{ISO}``): show flags bare and arguments
+    by their name, as click and every other CLI do."""
+    try:
+        from typer import core
+    except ImportError:
+        return
+    option = getattr(core, "TyperOption", None)
+    if option is not None and hasattr(option, "display_type_rich") \
+            and not getattr(option, "_imagebuilder_fixed", False):
+        typed = option.display_type_rich
+
+        def display_type_rich(self, ctx):
+            if getattr(self, "is_flag", False) or getattr(self, "count", False):
+                return None
+            return typed(self, ctx)
+
+        option.display_type_rich = display_type_rich
+        option._imagebuilder_fixed = True
+    argument = getattr(core, "TyperArgument", None)
+    if argument is not None and hasattr(argument, "_usage_display_name"):
+        def _usage_display_name(self) -> str:
+            name = self.display_name_raw
+            if not self.required:
+                name = f"[{name}]"
+            return name + ("..." if self.nargs != 1 else "")
+
+        argument._usage_display_name = _usage_display_name

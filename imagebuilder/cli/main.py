@@ -3,10 +3,10 @@ the single top-level error handler.
 
 Start-up cost matters (an in-place ISO embed is a few ms of work), so importing
 this module imports nothing heavy: :func:`main` first offers the command line to
-:mod:`imagebuilder.cli.fastpath` (the hot ``iso`` verbs, no typer at all) and
-only otherwise builds the typer app (:func:`get_app`, which imports and
-registers every command module). ``app`` is still importable; it is built on
-first access.
+:mod:`imagebuilder.cli.argspec` (the ``iso``/``pxe`` commands, parsed from their
+tables without typer) and only otherwise builds the typer app (:func:`get_app`,
+which imports and registers every command module). ``app`` is still importable;
+it is built on first access.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ COMMAND_MODULES = [
     "imagebuilder.cli.build",
     "imagebuilder.cli.boot",
     "imagebuilder.cli.image",
+    "imagebuilder.cli.repro",
 ]
 
 _APP: typer.Typer | None = None
@@ -37,6 +38,7 @@ _APP: typer.Typer | None = None
 def _build_app() -> typer.Typer:
     import typer
 
+    common.fix_typer_help()
     app = typer.Typer(
         name="imagebuilder",
         help="Build and customize bootable FCOS/RHCOS-style OS images.",
@@ -107,9 +109,9 @@ def main(argv: list[str] | None = None) -> int:
     args = list(argv if argv is not None else sys.argv[1:])
     debug = "--debug" in args
     try:
-        from . import fastpath
+        from . import argspec
 
-        rv = fastpath.run(args)
+        rv = argspec.run(args)
         if rv is None:
             rv = get_app()(args=argv, standalone_mode=False)
         if isinstance(rv, int):

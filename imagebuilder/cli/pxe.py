@@ -1,261 +1,147 @@
-"""``pxe customize`` and ``pxe ignition/network wrap|unwrap``: PXE live initramfs customization.
-
-A PXE initramfs cannot be patched in place like an ISO's embed area; as coreos-installer
-does, ``pxe customize`` copies the input initramfs and appends one more xz-compressed
-newc archive holding the customization (the kernel unpacks concatenated archives, later
-files win). The customize flags are shared with ``iso customize`` (see
-:func:`customizations_from_options`).
-"""
+"""``imagebuilder pxe ...``: the command tables (parsed by :mod:`imagebuilder.cli.argspec`)
+and handlers that call :mod:`imagebuilder.iso.pxe`."""
 
 from __future__ import annotations
 
-import os
 import sys
-from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, BinaryIO
 
-import typer
+from .argspec import FLAG, LIST, VALUE, Arg, Command, Opt, stdin_notice
+from .iso import STRICT, customizations, customize_opts, register_forwarders
 
-from ..errors import UserInputError
-from ..fsutil import atomic_output
-from . import common
-
+TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from ..iso.customize import Customizations
-
-# (library modules are imported inside the functions: building the CLI stays cheap)
-INITRD_IGNITION_PATH = "config.ign"
-INITRD_NETWORK_DIR = "etc/coreos-firstboot-network"
-INITRD_FEATURES_PATH = "etc/coreos/features.json"
-
-LIVE_STAMP = "etc/coreos-live-initramfs"
-PXE_KARGS_WARNING = ("PXE configuration must include kernel arguments: "
-                     "ignition.firstboot ignition.platform.id=metal")
-
-# --- the customize flags, shared with ``iso customize`` --------------------------------
-
-_P = "PATH"
-DestIgnition = Annotated[list[str] | None, typer.Option(
-    "--dest-ignition", metavar=_P, help="Ignition config for the installed system (repeatable).")]
-DestDevice = Annotated[str | None, typer.Option(
-    "--dest-device", metavar="DEV", help="Install to this device, without confirmation.")]
-DestConsole = Annotated[list[str] | None, typer.Option(
-    "--dest-console", metavar="SPEC",
-    help="Kernel and bootloader console of the installed system, e.g. ttyS0,115200n8 (repeatable).")]
-DestKargAppend = Annotated[list[str] | None, typer.Option(
-    "--dest-karg-append", metavar="ARG", help="Kernel argument to add to the installed system (repeatable).")]
-DestKargDelete = Annotated[list[str] | None, typer.Option(
-    "--dest-karg-delete", metavar="ARG",
-    help="Default kernel argument to delete from the installed system (repeatable).")]
-NetworkKeyfile = Annotated[list[str] | None, typer.Option(
-    "--network-keyfile", metavar=_P,
-    help="NetworkManager keyfile for the live system, copied to the installed one (repeatable).")]
-NetworkNmstate = Annotated[list[str] | None, typer.Option(
-    "--network-nmstate", metavar=_P,
-    help="nmstate YAML/JSON translated to keyfiles, like --network-keyfile (repeatable).")]
-IgnitionCA = Annotated[list[str] | None, typer.Option(
-    "--ignition-ca", metavar=_P, help="CA certificate (PEM) trusted by Ignition, live and installed (repeatable).")]
-PreInstall = Annotated[list[str] | None, typer.Option(
-    "--pre-install", metavar=_P, help="Script to run before installation (repeatable).")]
-PostInstall = Annotated[list[str] | None, typer.Option(
-    "--post-install", metavar=_P, help="Script to run after installation (repeatable).")]
-InstallerConfig = Annotated[list[str] | None, typer.Option(
-    "--installer-config", metavar=_P, help="coreos-installer config file (repeatable).")]
-LiveIgnition = Annotated[list[str] | None, typer.Option(
-    "--live-ignition", metavar=_P, help="Ignition config merged into the live system's config (repeatable).")]
-LiveKargAppend = Annotated[list[str] | None, typer.Option(
-    "--live-karg-append", metavar="ARG", help="Kernel argument to add to the live system (repeatable).")]
-LiveKargReplace = Annotated[list[str] | None, typer.Option(
-    "--live-karg-replace", metavar="K=OLD=NEW",
-    help="Replace a default live kernel argument's value (repeatable).")]
-LiveKargDelete = Annotated[list[str] | None, typer.Option(
-    "--live-karg-delete", metavar="ARG", help="Default live kernel argument to delete (repeatable).")]
+    from typing import Any
 
 
-def customizations_from_options(
-    *, dest_ignition: list[str] | None = None, dest_device: str | None = None,
-    dest_console: list[str] | None = None, dest_karg_append: list[str] | None = None,
-    dest_karg_delete: list[str] | None = None, network_keyfile: list[str] | None = None,
-    network_nmstate: list[str] | None = None, ignition_ca: list[str] | None = None,
-    pre_install: list[str] | None = None, post_install: list[str] | None = None,
-    installer_config: list[str] | None = None, live_ignition: list[str] | None = None,
-    live_karg_append: list[str] | None = None, live_karg_replace: list[str] | None = None,
-    live_karg_delete: list[str] | None = None,
-) -> Customizations:
-    from ..iso.customize import Customizations
-
-    def t(v: list[str] | None) -> tuple[str, ...]:
-        return tuple(v or ())
-
-    return Customizations(
-        dest_ignition=t(dest_ignition), dest_device=dest_device, dest_console=t(dest_console),
-        dest_karg_append=t(dest_karg_append), dest_karg_delete=t(dest_karg_delete),
-        network_keyfile=t(network_keyfile), network_nmstate=t(network_nmstate),
-        ignition_ca=t(ignition_ca), pre_install=t(pre_install), post_install=t(post_install),
-        installer_config=t(installer_config), live_ignition=t(live_ignition),
-        live_karg_append=t(live_karg_append), live_karg_replace=t(live_karg_replace),
-        live_karg_delete=t(live_karg_delete),
-    )
+def _say(msg: str) -> None:
+    print(msg, file=sys.stderr)
 
 
-# --- library-level PXE operations ---------------------------------------------------------
+def _write(output: str, data: bytes, force: bool) -> None:
+    """A small result: to a file (atomic, no clobbering without force) or stdout ('-')."""
+    if output == "-":
+        from ..iso.write import check_stdout_not_tty
 
-def customize_initrd(initrd: bytes, c: Customizations, *, where: str = "initramfs") -> bytes:
-    """The customization archive to append to a live PXE initramfs (b"" for a no-op).
-
-    Refuses an initramfs that is not a CoreOS live one or that is already customized.
-    """
-    from ..iso import cpio
-    from ..iso.customize import build_initrd_members, features_from_json
-
-    members = cpio.read_initrd(initrd)
-    if LIVE_STAMP not in members:
-        raise UserInputError(f"{where}: not a CoreOS live initramfs image")
-    if INITRD_IGNITION_PATH in members or any(
-            p.startswith(INITRD_NETWORK_DIR + "/") for p in members):
-        raise UserInputError(f"{where}: this initramfs is already customized")
-    feat = members.get(INITRD_FEATURES_PATH)
-    features = features_from_json(feat.data if feat else None, where=f"{where}:{INITRD_FEATURES_PATH}")
-    new = build_initrd_members(c, features, notes=common.info)
-    if INITRD_IGNITION_PATH in new:
-        common.info(PXE_KARGS_WARNING)
-    if not new:
-        return b""
-    return cpio.write_initrd(cpio.members_from(new.items()))
-
-
-def _read_input(path: str) -> bytes:
-    if path == "-":
-        return sys.stdin.buffer.read()
-    try:
-        return Path(path).read_bytes()
-    except OSError as e:
-        raise UserInputError(f"reading {path}: {e.strerror or e}") from None
-
-
-def _emit(output: str | None, chunks: list[bytes], *, force: bool) -> None:
-    """Write chunks to output: a file (atomic, no clobber without force) or stdout ('-'/None)."""
-    if output is None or output == "-":
-        out: BinaryIO = sys.stdout.buffer
-        if out.isatty():
-            raise UserInputError("Refusing to write binary data to terminal",
-                                 hint="redirect stdout or use -o FILE")
-        for c in chunks:
-            out.write(c)
-        out.flush()
-        return
-    with atomic_output(output, force=force, mode=0o644) as (_tmp, f):
-        for c in chunks:
-            f.write(c)
-
-
-# --- commands -------------------------------------------------------------------------------
-
-def register(app: typer.Typer) -> None:
-    from ..iso import cpio
-
-    pxe = typer.Typer(help="Customize CoreOS live PXE initramfs images.", no_args_is_help=True)
-    ign = typer.Typer(help="Wrap an Ignition config in an initrd for PXE booting.", no_args_is_help=True)
-    net = typer.Typer(help="Wrap NetworkManager keyfiles in an initrd for PXE booting.",
-                      no_args_is_help=True)
-
-    @pxe.command("customize")
-    def pxe_customize(
-        initrd: Annotated[str, typer.Argument(metavar="INITRD", help="Live PXE initramfs.")],
-        output: Annotated[str, typer.Option("--output", "-o", metavar="OUT",
-                                            help="Output initramfs ('-' for stdout).")],
-        dest_ignition: DestIgnition = None, dest_device: DestDevice = None,
-        dest_console: DestConsole = None, dest_karg_append: DestKargAppend = None,
-        dest_karg_delete: DestKargDelete = None, network_keyfile: NetworkKeyfile = None,
-        network_nmstate: NetworkNmstate = None, ignition_ca: IgnitionCA = None,
-        pre_install: PreInstall = None, post_install: PostInstall = None,
-        installer_config: InstallerConfig = None, live_ignition: LiveIgnition = None,
-        force: Annotated[bool, typer.Option("--force", "-f", help="Overwrite OUT if it exists.")] = False,
-    ) -> None:
-        """Append a customization (install options, Ignition, network) to a live PXE initramfs."""
-        c = customizations_from_options(
-            dest_ignition=dest_ignition, dest_device=dest_device, dest_console=dest_console,
-            dest_karg_append=dest_karg_append, dest_karg_delete=dest_karg_delete,
-            network_keyfile=network_keyfile, network_nmstate=network_nmstate,
-            ignition_ca=ignition_ca, pre_install=pre_install, post_install=post_install,
-            installer_config=installer_config, live_ignition=live_ignition)
-        if output != "-" and os.path.lexists(output) and not force:
-            raise UserInputError(f"{output}: File exists", hint="use --force (-f) to overwrite")
-        data = _read_input(initrd)
-        tail = customize_initrd(data, c, where=initrd)
-        _emit(output, [data, tail], force=force)
-
-    @ign.command("wrap")
-    def ignition_wrap(
-        input: Annotated[str, typer.Option("--ignition-file", "-i", metavar="PATH",
-                                           help="Ignition config ('-' or omitted: stdin).")] = "-",
-        output: Annotated[str, typer.Option("--output", "-o", metavar="OUT",
-                                            help="Output initrd ('-' or omitted: stdout).")] = "-",
-        force: Annotated[bool, typer.Option("--force", "-f", help="Overwrite OUT.")] = False,
-    ) -> None:
-        """Wrap an Ignition config (unchecked, as given) in an xz cpio initrd."""
-        data = _read_input(input)
-        _emit(output, [cpio.write_initrd(cpio.members_from([(INITRD_IGNITION_PATH, data)]))],
-              force=force)
-
-    @ign.command("unwrap")
-    def ignition_unwrap(
-        initrd: Annotated[str, typer.Argument(metavar="INITRD", help="Initrd ('-': stdin).")] = "-",
-    ) -> None:
-        """Print the Ignition config wrapped in an initrd."""
-        members = cpio.read_initrd(_read_input(initrd))
-        m = members.get(INITRD_IGNITION_PATH)
-        if m is None:
-            raise UserInputError("No embedded Ignition config.")
-        sys.stdout.buffer.write(m.data)
+        check_stdout_not_tty()
         sys.stdout.flush()
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+        return
+    from ..fsutil import write_atomic
 
-    @net.command("wrap")
-    def network_wrap(
-        keyfile: Annotated[list[str], typer.Option("--keyfile", "-k", metavar="PATH",
-                                                   help="NetworkManager keyfile (repeatable).")],
-        output: Annotated[str, typer.Option("--output", "-o", metavar="OUT",
-                                            help="Output initrd ('-' or omitted: stdout).")] = "-",
-        force: Annotated[bool, typer.Option("--force", "-f", help="Overwrite OUT.")] = False,
-    ) -> None:
-        """Wrap NetworkManager keyfiles in an xz cpio initrd (etc/coreos-firstboot-network/)."""
-        members: dict[str, bytes] = {}
-        for path in keyfile:
-            name = Path(path).name
-            if f"{INITRD_NETWORK_DIR}/{name}" in members:
-                raise UserInputError(f"multiple input files named '{name}'")
-            members[f"{INITRD_NETWORK_DIR}/{name}"] = _read_input(path)
-        _emit(output, [cpio.write_initrd(cpio.members_from(members.items()))], force=force)
+    write_atomic(output, data, force=force)
 
-    @net.command("unwrap")
-    def network_unwrap(
-        initrd: Annotated[str, typer.Argument(metavar="INITRD", help="Initrd ('-': stdin).")] = "-",
-        directory: Annotated[str | None, typer.Option(
-            "--directory", "-C", metavar="DIR", help="Extract the keyfiles into DIR.")] = None,
-    ) -> None:
-        """Print (or with -C extract) the keyfiles wrapped in an initrd."""
-        members = cpio.read_initrd(_read_input(initrd))
-        prefix = INITRD_NETWORK_DIR + "/"
-        files = {p[len(prefix):]: m.data for p, m in sorted(members.items())
-                 if p.startswith(prefix) and "/" not in p[len(prefix):]}
-        if not files:
-            raise UserInputError("No embedded network settings.")
-        if directory is None:
-            out = sys.stdout.buffer
-            for i, (name, data) in enumerate(files.items()):
-                if i:
-                    out.write(b"\n")
-                out.write(f"########## {name} ##########\n".encode())
-                out.write(data)
-            out.flush()
-            return
-        d = Path(directory)
-        if not d.is_dir():
-            raise UserInputError(f"{d}: not a directory")
-        for name, data in files.items():
-            with atomic_output(d / name, force=False, mode=0o600) as (_tmp, f):
-                f.write(data)
 
-    pxe.add_typer(ign, name="ignition")
-    pxe.add_typer(net, name="network")
-    app.add_typer(pxe, name="pxe")
+def pxe_customize(a: dict[str, Any]) -> None:
+    from ..iso.pxe import pxe_customize as run
+
+    if a["initrd"] == "-":
+        stdin_notice("the initramfs")
+    run(a["initrd"], customizations(a, iso=False), a["output"], force=a["force"], notes=_say)
+
+
+def ignition_wrap(a: dict[str, Any]) -> None:
+    from ..iso.inputs import check_ignition, read_config
+    from ..iso.pxe import wrap_ignition
+
+    src = a["ignition_file"]
+    if src == "-":
+        stdin_notice("the Ignition config")
+    config = read_config(src)
+    check_ignition(config, src, strict=a["strict"], warn=_say)
+    _write(a["output"], wrap_ignition(config), a["force"])
+
+
+def _initrd(path: str):
+    """The initrd to read: a file, or stdin read into memory (bounded)."""
+    from ..iso.inputs import read_config
+
+    if path == "-":
+        stdin_notice("the initrd")
+        return read_config("-", "initrd")
+    try:
+        return open(path, "rb")
+    except OSError as e:
+        from ..errors import UserInputError
+
+        raise UserInputError(f"{path}: {e.strerror or e}") from None
+
+
+def ignition_unwrap(a: dict[str, Any]) -> None:
+    from ..iso.pxe import unwrap_ignition
+
+    src = _initrd(a["initrd"])
+    data = unwrap_ignition(src)
+    sys.stdout.flush()
+    sys.stdout.buffer.write(data)
+    sys.stdout.buffer.flush()
+
+
+def network_wrap(a: dict[str, Any]) -> None:
+    from pathlib import Path
+
+    from ..iso.inputs import check_keyfile, read_config
+    from ..iso.pxe import wrap_network
+
+    files = []
+    for p in a["keyfile"]:
+        data = read_config(p, "keyfile")
+        check_keyfile(data, p, strict=a["strict"], warn=_say)
+        files.append((Path(p).name, data))
+    _write(a["output"], wrap_network(files), a["force"])
+
+
+def network_unwrap(a: dict[str, Any]) -> None:
+    from ..iso.pxe import keyfiles_report, unwrap_network, write_keyfiles
+
+    files = unwrap_network(_initrd(a["initrd"]))
+    if a["directory"] is None:
+        sys.stdout.flush()
+        sys.stdout.buffer.write(keyfiles_report(files))
+        sys.stdout.buffer.flush()
+        return
+    write_keyfiles(a["directory"], files)
+
+
+FORCE_OUT = Opt(("-f", "--force"), "force", FLAG, help="Overwrite OUT if it exists.")
+OUT = Opt(("-o", "--output"), "output", VALUE, "OUT", "Output initrd ('-' or left out: stdout).",
+          default="-")
+INITRD_IN = Arg("initrd", "INITRD", "Initrd ('-' or left out: stdin).", optional=True,
+                default="-")
+
+GROUPS: dict[tuple[str, ...], str] = {
+    ("pxe",): "Customize CoreOS live PXE initramfs images.",
+    ("pxe", "ignition"): "Wrap an Ignition config in an initrd for PXE booting.",
+    ("pxe", "network"): "Wrap NetworkManager keyfiles in an initrd for PXE booting.",
+}
+
+COMMANDS: list[Command] = [
+    Command(("pxe", "customize"),
+            "Append a customization (install options, Ignition, network) to a live PXE "
+            "initramfs.",
+            (Opt(("-o", "--output"), "output", VALUE, "OUT",
+                 "Output initramfs ('-' for stdout).", required=True),
+             *customize_opts(iso=False), FORCE_OUT),
+            (Arg("initrd", "INITRD", "Live PXE initramfs ('-': stdin)."),), pxe_customize),
+    Command(("pxe", "ignition", "wrap"),
+            "Wrap an Ignition config (as given) in an xz cpio initrd.",
+            (Opt(("-i", "--ignition-file"), "ignition_file", VALUE, "PATH",
+                 "Ignition config ('-' or left out: stdin).", default="-"),
+             OUT, FORCE_OUT, STRICT), (), ignition_wrap),
+    Command(("pxe", "ignition", "unwrap"), "Print the Ignition config wrapped in an initrd.",
+            (), (INITRD_IN,), ignition_unwrap),
+    Command(("pxe", "network", "wrap"),
+            "Wrap NetworkManager keyfiles in an xz cpio initrd (etc/coreos-firstboot-network/).",
+            (Opt(("-k", "--keyfile"), "keyfile", LIST, "PATH",
+                 "NetworkManager keyfile (repeatable).", required=True),
+             OUT, FORCE_OUT, STRICT), (), network_wrap),
+    Command(("pxe", "network", "unwrap"),
+            "Print (or with -C extract) the keyfiles wrapped in an initrd.",
+            (Opt(("-C", "--directory"), "directory", VALUE, "DIR",
+                 "Extract the keyfiles into DIR (created if missing)."),), (INITRD_IN,),
+            network_unwrap),
+]
+
+
+def register(app) -> None:
+    register_forwarders(app, {"pxe": GROUPS[("pxe",)]})

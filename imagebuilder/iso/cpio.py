@@ -1,31 +1,33 @@
 """Initrd (newc cpio) reading and writing, as coreos-installer does it.
 
-Reading (:func:`read_initrd`): a sequence of newc archives, each uncompressed or
-gzip/xz/zstd-compressed, separated by zero padding. Zero bytes after an
-archive's trailer inside a compressed stream are tolerated, anything else is an
-error. Only regular files are kept; the last copy of a path wins (as in the
-kernel). Names that are absolute or contain a ``..`` component are rejected.
+Reading (:func:`scan_initrd`, :func:`read_initrd`): a sequence of newc archives, each
+uncompressed or gzip/xz/zstd-compressed, separated by zero padding. Zero bytes after an
+archive's trailer inside a compressed stream are tolerated, anything else is an error.
+Only regular files are kept; the last copy of a path wins (as in the kernel). Names that
+are absolute or contain a ``..`` component are rejected. Decompression is streamed and
+bounded: an initrd whose archives expand beyond ``limit`` bytes is refused (a
+decompression bomb never gets further than that), and only the members a caller keeps
+are held in memory. The input is bytes or a seekable binary file.
 
-Writing (:func:`write_initrd`): ONE deterministic newc archive -- members
-sorted by path, each missing parent directory added (mode 040755) right before
-the first member inside it, ``ino`` = index, ``mtime``/``uid``/``gid`` = 0,
-``nlink`` = 1, lowercase hex, a ``TRAILER!!!`` (ino 0, mode 0, nlink 1) -- then
-xz-compressed with preset 9 and a CRC32 check (the kernel requires CRC32).
-This is the byte layout of coreos-installer's ``Initrd::to_bytes`` (cpio-rs).
+Writing: :func:`write_newc` is the one newc writer (regular files, directories, symlinks,
+device nodes); :func:`write_initrd` makes ONE deterministic archive of members -- sorted
+by path, each missing parent directory added (mode 040755) right before the first member
+inside it, ``ino`` = index, ``mtime``/``uid``/``gid`` = 0, ``nlink`` = 1, lowercase hex,
+a ``TRAILER!!!`` (ino 0, mode 0, nlink 1) -- xz-compressed with preset 9 and a CRC32
+check (the kernel requires CRC32). This is the byte layout of coreos-installer's
+``Initrd::to_bytes`` (cpio-rs).
 """
 
 from __future__ import annotations
 
 import ctypes
 import lzma
+import os
 import zlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
-from ..errors import BadImageError, ToolError
+from ..errors import BadImageError
 from ._record import Record
-
-IGNITION_PATH = "config.ign"
-NETWORK_DIR = "etc/coreos-firstboot-network"
 
 NEWC_MAGIC = b"070701"
 NEWC_CRC_MAGIC = b"070702"
@@ -36,6 +38,10 @@ S_IFREG = 0o100000
 S_IFDIR = 0o040000
 DEFAULT_FILE_MODE = 0o100600
 DIR_MODE = 0o040755
+#: how far an initrd may expand by default (an ISO embed area holds 256 KiB compressed)
+DEFAULT_LIMIT = 32 << 20
+_MAX_NAME = 4096
+_STEP = 1 << 20  # decompressed bytes produced per decompressor call
 
 _GZIP_MAGIC = b"\x1f\x8b"
 _XZ_MAGIC = b"\xfd7zXZ\x00"
@@ -44,6 +50,10 @@ _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 
 class InitrdError(BadImageError):
     """The initrd data is malformed."""
+
+
+class InitrdTooBig(InitrdError):
+    """The initrd expands beyond the allowed size."""
 
 
 class Member(Record):
@@ -64,173 +74,405 @@ def _pad4(n: int) -> int:
 def check_member_path(name: str) -> None:
     """Reject absolute paths and '..' components (path traversal)."""
     if name.startswith("/") or ".." in name.split("/"):
-        raise InitrdError(f"path {name} contains path traversal")
+        raise InitrdError(f"path {name[:200]} contains path traversal")
     if not name or name in (".",):
         raise InitrdError(f"invalid member path {name!r}")
+
+
+def _size(n: int) -> str:
+    return f"{n >> 20} MiB" if n >= 1 << 20 and n % (1 << 20) == 0 else f"{n} bytes"
 
 
 # --------------------------------------------------------------------------
 # reading
 
-def _parse_newc(buf: bytes, pos: int, out: dict[str, Member]) -> int:
-    """Parse one newc archive starting at buf[pos]; fill out; return the end offset."""
-    while True:
-        if pos + _HEADER_LEN > len(buf):
-            raise InitrdError("truncated cpio header")
-        magic = buf[pos:pos + 6]
-        if magic not in (NEWC_MAGIC, NEWC_CRC_MAGIC):
-            raise InitrdError(f"invalid cpio magic {magic!r} at offset {pos}")
+class _Source:
+    """Random access to the (compressed) input: bytes or a seekable file."""
+
+    def __init__(self, data) -> None:
+        if isinstance(data, (bytes, bytearray, memoryview)):
+            self.buf: bytes | None = bytes(data)
+            self.fd = -1
+            self.size = len(self.buf)
+        else:
+            self.buf = None
+            self.fd = data.fileno()
+            self.size = os.fstat(self.fd).st_size
+
+    def pread(self, off: int, n: int) -> bytes:
+        if self.buf is not None:
+            return self.buf[off:off + n]
+        return os.pread(self.fd, max(0, min(n, self.size - off)), off)
+
+    def data_end(self) -> int:
+        """Offset after the last non-zero byte (trailing zero padding: nothing after it)."""
+        if self.buf is not None:
+            return len(self.buf.rstrip(b"\0"))
+        end = self.size
+        while end > 0:
+            n = min(_STEP, end)
+            chunk = self.pread(end - n, n).rstrip(b"\0")
+            if chunk:
+                return end - n + len(chunk)
+            end -= n
+        return 0
+
+    def skip_zeros(self, pos: int, end: int) -> int:
+        while pos < end:
+            chunk = self.pread(pos, min(_STEP, end - pos))
+            stripped = chunk.lstrip(b"\0")
+            pos += len(chunk) - len(stripped)
+            if stripped:
+                return pos
+        return pos
+
+
+class _Budget:
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+
+    def take(self, n: int) -> None:
+        self.used += n
+        if self.used > self.limit:
+            raise InitrdTooBig(f"initrd expands beyond the limit of {_size(self.limit)} "
+                               "(a decompression bomb?)")
+
+
+class _Plain:
+    """An uncompressed archive read straight from the source."""
+
+    def __init__(self, src: _Source, pos: int, budget: _Budget) -> None:
+        self.src, self.pos, self.budget = src, pos, budget
+
+    def read(self, n: int) -> bytes:
+        data = self.src.pread(self.pos, n)
+        if len(data) != n:
+            raise InitrdError("truncated cpio archive")
+        self.pos += n
+        self.budget.take(n)
+        return data
+
+    def skip(self, n: int) -> None:
+        if self.pos + n > self.src.size:
+            raise InitrdError("truncated cpio archive")
+        self.pos += n
+
+    def skip_upto(self, n: int) -> None:
+        self.pos = min(self.pos + n, self.src.size)
+
+    def rest_is_zeros(self) -> bool:
+        return True  # the caller continues scanning at .pos
+
+    def end(self) -> int:
+        return self.pos
+
+
+class _Stream:
+    """The decompressed bytes of one gzip/xz/zstd stream starting at ``pos`` of the source,
+    produced a bounded step at a time."""
+
+    def __init__(self, src: _Source, pos: int, kind: str, budget: _Budget) -> None:
+        self.src, self.start, self.kind, self.budget = src, pos, kind, budget
+        self.fed = pos  # source offset of the next input byte to feed
+        self.out = bytearray()
+        self.eof = False
+        self.stream_end: int | None = None
+        self.zreader = None
+        if kind == "gzip":
+            self.d = zlib.decompressobj(wbits=31)
+        elif kind == "xz":
+            self.d = lzma.LZMADecompressor(format=lzma.FORMAT_XZ)
+        else:
+            import io
+
+            try:
+                import zstandard
+            except ImportError:
+                raise InitrdError("zstd-compressed initrd: the zstandard Python module is "
+                                  "missing (pip install zstandard)") from None
+            n = _zstd_frame_length(src, pos)
+            self.stream_end = pos + n
+            self.zreader = zstandard.ZstdDecompressor().stream_reader(
+                _Range(src, pos, n), read_across_frames=False)
+
+    def _more(self) -> None:
+        """Decompress the next step into self.out (or set eof)."""
+        want = _STEP
         try:
-            fields = [int(buf[pos + 6 + 8 * i:pos + 14 + 8 * i], 16) for i in range(13)]
-        except ValueError:
-            raise InitrdError(f"invalid hex field in cpio header at offset {pos}") from None
+            if self.zreader is not None:
+                chunk = self.zreader.read(want)
+                if not chunk:
+                    self.eof = True
+                    return
+            elif self.kind == "gzip":
+                d = self.d
+                data = d.unconsumed_tail  # (always the end of what was read so far)
+                if not data:
+                    data = self.src.pread(self.fed, _STEP)
+                    self.fed += len(data)
+                    if not data:
+                        raise InitrdError("truncated gzip archive in initrd")
+                start = self.fed - len(data)
+                chunk = d.decompress(data, want)
+                if d.eof:
+                    self.eof = True
+                    self.stream_end = start + len(data) - len(d.unused_data)
+            else:
+                d = self.d
+                data = b""
+                if d.needs_input:
+                    data = self.src.pread(self.fed, _STEP)
+                    self.fed += len(data)
+                    if not data:
+                        raise InitrdError("truncated xz archive in initrd")
+                chunk = d.decompress(data, want)
+                if d.eof:
+                    self.eof = True
+                    self.stream_end = self.fed - len(d.unused_data)
+        except zlib.error as e:
+            raise InitrdError(f"decoding gzip archive in initrd: {e}") from None
+        except lzma.LZMAError as e:
+            raise InitrdError(f"decoding xz archive in initrd: {e}") from None
+        except InitrdError:
+            raise
+        except Exception as e:  # zstandard.ZstdError
+            raise InitrdError(f"decoding {self.kind} archive in initrd: {e}") from None
+        self.budget.take(len(chunk))
+        self.out += chunk
+
+    def read(self, n: int) -> bytes:
+        while len(self.out) < n:
+            if self.eof:
+                raise InitrdError(f"truncated cpio archive in {self.kind} stream")
+            self._more()
+        data = bytes(self.out[:n])
+        del self.out[:n]
+        return data
+
+    def skip(self, n: int) -> None:
+        while n:
+            if not self.out:
+                if self.eof:
+                    raise InitrdError(f"truncated cpio archive in {self.kind} stream")
+                self._more()
+                continue
+            k = min(n, len(self.out))
+            del self.out[:k]
+            n -= k
+
+    def skip_upto(self, n: int) -> None:
+        while n and not (self.eof and not self.out):
+            if not self.out:
+                self._more()
+                continue
+            k = min(n, len(self.out))
+            del self.out[:k]
+            n -= k
+
+    def rest_is_zeros(self) -> bool:
+        while True:
+            if self.out.strip(b"\0"):
+                return False
+            self.out.clear()
+            if self.eof:
+                return True
+            self._more()
+
+    def end(self) -> int:
+        assert self.stream_end is not None
+        return self.stream_end
+
+
+class _Range:
+    """A file-like view of src[pos:pos+n] (what zstandard's stream reader reads from)."""
+
+    def __init__(self, src: _Source, pos: int, n: int) -> None:
+        self.src, self.pos, self.end = src, pos, pos + n
+
+    def read(self, size: int = -1) -> bytes:
+        if size < 0:
+            size = self.end - self.pos
+        data = self.src.pread(self.pos, min(size, self.end - self.pos))
+        self.pos += len(data)
+        return data
+
+
+def _zstd_frame_length(src: _Source, pos: int) -> int:
+    """Length of the zstd frame at pos by walking block headers (no decoding)."""
+    start = pos
+    while True:
+        hdr = src.pread(pos, 8)
+        if len(hdr) >= 4 and 0x184D2A50 <= int.from_bytes(hdr[:4], "little") <= 0x184D2A5F:
+            pos += 8 + int.from_bytes(hdr[4:8], "little")  # skippable frame
+            continue
+        if hdr[:4] != _ZSTD_MAGIC or len(hdr) < 5:
+            raise InitrdError("truncated zstd frame")
+        fhd = hdr[4]
+        fcs_flag, single, checksum, dict_flag = fhd >> 6, (fhd >> 5) & 1, (fhd >> 2) & 1, fhd & 3
+        size = 1 + (0 if single else 1) + (0, 1, 2, 4)[dict_flag]
+        size += (1 if single else 0, 2, 4, 8)[fcs_flag]
+        pos += 4 + size
+        while True:
+            b = src.pread(pos, 3)
+            if len(b) < 3:
+                raise InitrdError("truncated zstd frame")
+            bh = int.from_bytes(b, "little")
+            last, btype, bsize = bh & 1, (bh >> 1) & 3, bh >> 3
+            if btype == 3:
+                raise InitrdError("invalid zstd block type")
+            pos += 3 + (1 if btype == 1 else bsize)
+            if last:
+                break
+        if checksum:
+            pos += 4
+        if pos > src.size:
+            raise InitrdError("truncated zstd frame")
+        return pos - start  # one frame per archive, like coreos-installer's decoder
+
+
+def _hexfields(hdr: bytes, at: int) -> list[int]:
+    try:
+        return [int(hdr[6 + 8 * i:14 + 8 * i], 16) for i in range(13)]
+    except ValueError:
+        raise InitrdError(f"invalid hex field in cpio header at offset {at}") from None
+
+
+def _parse_newc(r, out: dict[str, Member], names: set[str],
+                keep: Callable[[str], bool] | None, keep_limit: int) -> None:
+    """Parse one newc archive from reader r up to and including its trailer."""
+    at = 0
+    while True:
+        hdr = r.read(_HEADER_LEN)
+        if hdr[:6] not in (NEWC_MAGIC, NEWC_CRC_MAGIC):
+            raise InitrdError(f"invalid cpio magic {hdr[:6]!r} at archive offset {at}")
+        fields = _hexfields(hdr, at)
         mode, filesize, namesize = fields[1], fields[6], fields[11]
-        name_start = pos + _HEADER_LEN
-        name_end = name_start + namesize
-        if namesize == 0 or name_end > len(buf):
-            raise InitrdError("truncated cpio entry name")
-        raw = buf[name_start:name_end]
+        if namesize == 0 or namesize > _MAX_NAME:
+            raise InitrdError(f"invalid cpio entry name size {namesize} at archive offset {at}")
+        raw = r.read(namesize)
         if raw[-1:] != b"\0":
             raise InitrdError("cpio entry name was not NUL-terminated")
         raw = raw.rstrip(b"\0")  # dracut-cpio may pad names with NULs
         try:
             name = raw.decode("utf-8")
         except UnicodeDecodeError:
-            raise InitrdError(f"cpio entry name {raw!r} is not valid UTF-8") from None
-        data_start = name_end + _pad4(_HEADER_LEN + namesize)
-        data_end = data_start + filesize
-        if data_end > len(buf):
-            raise InitrdError(f"truncated cpio entry {name}")
-        pos = data_end + _pad4(filesize)
-        if name == _TRAILER:
-            return min(pos, len(buf))
+            raise InitrdError(f"cpio entry name {raw[:100]!r} is not valid UTF-8") from None
+        if name == _TRAILER:  # (a missing final padding is tolerated, as by the kernel)
+            r.skip_upto(_pad4(_HEADER_LEN + namesize) + filesize + _pad4(filesize))
+            return
+        r.skip(_pad4(_HEADER_LEN + namesize))
+        at += _HEADER_LEN + namesize + _pad4(_HEADER_LEN + namesize) + filesize + _pad4(filesize)
         if mode & S_IFMT == S_IFREG:
             check_member_path(name)
-            out[name] = Member(bytes(buf[data_start:data_end]), mode)
+            names.add(name)
+            if keep is None or keep(name):
+                if filesize > keep_limit:
+                    raise InitrdTooBig(f"initrd member {name[:200]} is {filesize} bytes, more "
+                                       f"than the limit of {_size(keep_limit)}")
+                out[name] = Member(r.read(filesize), mode)
+                r.skip(_pad4(filesize))
+                continue
+            out.pop(name, None)
+        r.skip(filesize + _pad4(filesize))
 
 
-def _zstd_frame_length(buf: bytes, pos: int) -> int:
-    """Length of the zstd frame(s) at buf[pos:] by walking block headers (no decoding)."""
-    start = pos
-    while pos + 4 <= len(buf):
-        magic = int.from_bytes(buf[pos:pos + 4], "little")
-        if 0x184D2A50 <= magic <= 0x184D2A5F:  # skippable frame
-            size = int.from_bytes(buf[pos + 4:pos + 8], "little")
-            pos += 8 + size
-            continue
-        if buf[pos:pos + 4] != _ZSTD_MAGIC:
-            break
-        fhd = buf[pos + 4]
-        fcs_flag, single, checksum, dict_flag = fhd >> 6, (fhd >> 5) & 1, (fhd >> 2) & 1, fhd & 3
-        hdr = 1 + (0 if single else 1) + (0, 1, 2, 4)[dict_flag]
-        hdr += (1 if single else 0, 2, 4, 8)[fcs_flag]
-        pos += 4 + hdr
-        while True:
-            if pos + 3 > len(buf):
-                raise InitrdError("truncated zstd frame")
-            bh = int.from_bytes(buf[pos:pos + 3], "little")
-            last, btype, bsize = bh & 1, (bh >> 1) & 3, bh >> 3
-            pos += 3 + (1 if btype == 1 else bsize)
-            if btype == 3:
-                raise InitrdError("invalid zstd block type")
-            if last:
-                break
-        if checksum:
-            pos += 4
-        break  # one frame per archive, like coreos-installer's single-frame decoder
-    if pos > len(buf):
-        raise InitrdError("truncated zstd frame")
-    return pos - start
+class InitrdScan(Record):
+    """What :func:`scan_initrd` found: the kept members, every regular file's path, and
+    the offset just past the last archive (trailing zero padding excluded)."""
+
+    members: dict
+    names: frozenset
+    end: int
 
 
-def _zstd_decompress(frame: bytes) -> bytes:
-    try:
-        import zstandard  # type: ignore[import-not-found]
-    except ImportError:
-        zstandard = None
-    if zstandard is not None:
-        return zstandard.ZstdDecompressor().decompressobj().decompress(frame)
-    from ..run import run
+def scan_initrd(data, *, limit: int = DEFAULT_LIMIT,
+                keep: Callable[[str], bool] | None = None,
+                keep_limit: int | None = None) -> InitrdScan:
+    """Read concatenated (optionally compressed) newc archives from bytes or a seekable file.
 
-    try:
-        return run(["zstd", "-d", "-c", "-q"], input=frame).stdout
-    except ToolError as e:
-        raise InitrdError(f"decoding zstd archive in initrd: {e.message}") from None
-
-
-def _decompress_one(buf: bytes, pos: int) -> tuple[bytes, int]:
-    """Decompress the single stream at buf[pos:]; return (data, end offset of the stream)."""
-    head = buf[pos:pos + 6]
-    if head[:2] == _GZIP_MAGIC:
-        d = zlib.decompressobj(wbits=31)
-        try:
-            data = d.decompress(buf[pos:])
-        except zlib.error as e:
-            raise InitrdError(f"decoding gzip archive in initrd: {e}") from None
-        if not d.eof:
-            raise InitrdError("truncated gzip archive in initrd")
-        return data, len(buf) - len(d.unused_data)
-    if head == _XZ_MAGIC:
-        d = lzma.LZMADecompressor(format=lzma.FORMAT_XZ)
-        try:
-            data = d.decompress(buf[pos:])
-        except lzma.LZMAError as e:
-            raise InitrdError(f"decoding xz archive in initrd: {e}") from None
-        if not d.eof:
-            raise InitrdError("truncated xz archive in initrd")
-        return data, len(buf) - len(d.unused_data)
-    if head[:4] == _ZSTD_MAGIC:
-        n = _zstd_frame_length(buf, pos)
-        return _zstd_decompress(bytes(buf[pos:pos + n])), pos + n
-    raise AssertionError("not compressed")
-
-
-def read_initrd(data: bytes) -> dict[str, Member]:
-    """Read concatenated (optionally compressed) newc archives; last copy of a path wins."""
-    return _scan(bytes(data))[0]
-
-
-def initrd_extent(data: bytes) -> int:
-    """Offset just past the last archive in data (trailing zero padding excluded)."""
-    return _scan(bytes(data))[1]
-
-
-def _scan(raw: bytes) -> tuple[dict[str, Member], int]:
+    ``keep(path)``: which regular files' contents to hold (default: all); ``limit``: the
+    most bytes the archives may expand to, ``keep_limit`` the largest member held
+    (default: ``limit``; :class:`InitrdTooBig` beyond either).
+    """
+    src = _Source(data)
+    budget = _Budget(limit)
     out: dict[str, Member] = {}
-    pos = 0
-    end_of_data = 0
-    n = len(raw.rstrip(b"\0"))  # trailing zero padding (most of an embed area): nothing after it
+    names: set[str] = set()
+    pos = end_of_data = 0
+    n = src.data_end()
     while pos < n:
-        if raw[pos] == 0:  # skip zero padding between archives (C speed, unlike a regex)
-            pos = n - len(raw[pos:n].lstrip(b"\0"))
-        head = raw[pos:pos + 6]
-        if head[:2] == _GZIP_MAGIC or head == _XZ_MAGIC or head[:4] == _ZSTD_MAGIC:
-            inner, pos = _decompress_one(raw, pos)
-            end = _parse_newc(inner, 0, out)
-            if inner[end:].strip(b"\0"):
-                raise InitrdError("found trailing garbage inside compressed archive")
+        pos = src.skip_zeros(pos, n)
+        if pos >= n:
+            break
+        head = src.pread(pos, 6)
+        if head[:2] == _GZIP_MAGIC:
+            r = _Stream(src, pos, "gzip", budget)
+        elif head == _XZ_MAGIC:
+            r = _Stream(src, pos, "xz", budget)
+        elif head[:4] == _ZSTD_MAGIC:
+            r = _Stream(src, pos, "zstd", budget)
         elif head in (NEWC_MAGIC, NEWC_CRC_MAGIC):
-            pos = _parse_newc(raw, pos, out)
+            r = _Plain(src, pos, budget)
         else:
             raise InitrdError(f"unrecognized data in initrd at offset {pos}: {head!r}")
-        end_of_data = pos
-    return out, end_of_data
+        _parse_newc(r, out, names, keep, limit if keep_limit is None else keep_limit)
+        if not r.rest_is_zeros():
+            raise InitrdError("found trailing garbage inside compressed archive")
+        pos = end_of_data = r.end()
+    return InitrdScan(out, frozenset(names), end_of_data)
+
+
+def read_initrd(data, *, limit: int = DEFAULT_LIMIT) -> dict[str, Member]:
+    """Every regular file of an initrd (bytes or seekable file); last copy of a path wins."""
+    return scan_initrd(data, limit=limit).members
+
+
+def initrd_extent(data, *, limit: int = DEFAULT_LIMIT) -> int:
+    """Offset just past the last archive in data (trailing zero padding excluded)."""
+    return scan_initrd(data, limit=limit, keep=lambda _p: False).end
 
 
 # --------------------------------------------------------------------------
 # writing
 
-def _newc_header(name: str, *, ino: int, mode: int, filesize: int, nlink: int = 1) -> bytes:
-    bname = name.encode("utf-8")
-    namesize = len(bname) + 1
-    fields = (ino, mode, 0, 0, nlink, 0, filesize, 0, 0, 0, 0, namesize, 0)
-    hdr = NEWC_MAGIC + b"".join(b"%08x" % f for f in fields) + bname + b"\0"
-    return hdr + b"\0" * _pad4(len(hdr))
+#: an archive entry: (path, st_mode, data) -- data is the file's contents, a symlink's
+#: target, b"" for a directory, or (major, minor) for a device node
+Entry = tuple[str, int, "bytes | tuple[int, int]"]
+
+
+def write_newc(entries: Iterable[Entry], *, first_ino: int = 0, trailer_ino: int | None = 0,
+               block: int = 4) -> bytes:
+    """One newc archive of entries, in the order given (uid/gid/mtime 0, nlink 1).
+
+    Inodes count up from ``first_ino``; the trailer gets ``trailer_ino`` (None: the next
+    number). The archive is zero-padded to a multiple of ``block`` bytes.
+    """
+    out = bytearray()
+
+    def header(ino: int, mode: int, size: int, name: bytes, rdev: tuple[int, int]) -> None:
+        fields = (ino, mode, 0, 0, 1, 0, size, 0, 0, rdev[0], rdev[1], len(name) + 1, 0)
+        out.extend(NEWC_MAGIC + b"".join(b"%08x" % f for f in fields) + name + b"\0")
+        out.extend(b"\0" * _pad4(len(out)))
+
+    ino = first_ino
+    for path, mode, data in entries:
+        name = path.encode("utf-8")
+        if isinstance(data, tuple):
+            header(ino, mode, 0, name, data)
+        else:
+            header(ino, mode, len(data), name, (0, 0))
+            out.extend(data)
+            out.extend(b"\0" * _pad4(len(data)))
+        ino += 1
+    header(ino if trailer_ino is None else trailer_ino, 0, 0, _TRAILER.encode(), (0, 0))
+    out.extend(b"\0" * (-len(out) % block))
+    return bytes(out)
 
 
 def newc_archive(members: Mapping[str, Member]) -> bytes:
     """One uncompressed newc archive with members sorted by path and parent dirs added."""
-    entries: list[tuple[str, int, bytes]] = []
+    entries: list[Entry] = []
     cwd: list[str] = []
     for path in sorted(members, key=lambda p: p.encode("utf-8")):
         check_member_path(path)
@@ -244,13 +486,7 @@ def newc_archive(members: Mapping[str, Member]) -> bytes:
             entries.append(("/".join(cwd), DIR_MODE, b""))
         m = members[path]
         entries.append((path, m.file_mode, m.data))
-    out = bytearray()
-    for ino, (name, mode, data) in enumerate(entries):
-        out += _newc_header(name, ino=ino, mode=mode, filesize=len(data))
-        out += data
-        out += b"\0" * _pad4(len(data))
-    out += _newc_header(_TRAILER, ino=0, mode=0, filesize=0, nlink=1)
-    return bytes(out)
+    return write_newc(entries)
 
 
 def xz_compress(data: bytes) -> bytes:
@@ -389,7 +625,7 @@ def _liblzma_xz() -> _LibLzmaXz | None:
 
 
 __all__ = [
-    "IGNITION_PATH", "NETWORK_DIR", "Member", "InitrdError", "read_initrd", "initrd_extent",
-    "write_initrd",
-    "newc_archive", "xz_compress", "members_from", "check_member_path",
+    "Member", "InitrdError", "InitrdTooBig", "InitrdScan", "scan_initrd", "read_initrd",
+    "initrd_extent", "write_initrd", "write_newc", "newc_archive", "xz_compress", "members_from",
+    "check_member_path", "DEFAULT_LIMIT",
 ]

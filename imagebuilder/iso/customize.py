@@ -21,20 +21,18 @@ from __future__ import annotations
 
 import json
 import re
-import sys
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..errors import BadImageError, InvalidConfigError, UserInputError
-from .areas import OsFeatures
+from .areas import OsFeatures, parse_features
 from .image import IsoImage, embed_initrd_members
 from .kargs import modify_kargs
+from .flags import CUSTOMIZE_FLAGS, Customizations, Flag, normalize_console  # noqa: F401
+from .paths import IGNITION_PATH, NETWORK_DIR
 
-INITRD_IGNITION_PATH = "config.ign"
-INITRD_NETWORK_DIR = "etc/coreos-firstboot-network"
-INITRD_FEATURES_PATH = "etc/coreos/features.json"
 DEST_IGNITION_PATH = "/etc/coreos/dest.ign"
 INSTALLER_DIR = "/etc/coreos/installer.d"
 LIVE_SPEC_VERSION = "3.3.0"
@@ -73,12 +71,6 @@ INSTALL_CONFIG_KEYS: dict[str, str] = {
     "dest-device": "str",
 }
 
-_SERIAL_CONSOLE = re.compile(
-    r"^(?P<prefix>ttyS|ttyAMA)(?P<port>[0-9]+)"
-    r"(?:,(?P<speed>[0-9]+)(?:(?P<parity>[noe])(?P<bits>[5-8])?)?)?$")
-_GRAPHICAL_CONSOLES = ("tty0", "hvc0", "ttysclp0")
-
-
 # ---------------------------------------------------------------------------
 # OS features (/coreos/features.json in the ISO, etc/coreos/features.json in the initrd)
 
@@ -92,90 +84,11 @@ def features_from_json(data: bytes | None, *, where: str = "features.json") -> O
         raw = json.loads(data)
     except (UnicodeDecodeError, ValueError) as e:
         raise BadImageError(f"parsing OS features {where}: {e}") from None
-    if not isinstance(raw, dict) or not isinstance(raw.get("installer-config-directives") or {}, dict):
-        raise BadImageError(f"parsing OS features {where}: not a features.json object")
-    directives = raw.get("installer-config-directives") or {}
-    return OsFeatures(
-        installer_config=bool(raw.get("installer-config", False)),
-        installer_config_directives={str(k): bool(v) for k, v in directives.items()},
-        live_initrd_network=bool(raw.get("live-initrd-network", False)),
-        present=True,
-        raw=raw,
-    )
+    return parse_features(raw, where)
 
 
 ALL_FEATURES = OsFeatures(installer_config=True, installer_config_directives={"console": True},
                           live_initrd_network=True, present=True)
-
-
-# ---------------------------------------------------------------------------
-# The flags
-
-
-@dataclass(frozen=True)
-class Customizations:
-    """Every ``iso customize`` / ``pxe customize`` flag. Repeatable flags are tuples,
-    in command-line order; file flags hold paths."""
-
-    dest_ignition: tuple[str, ...] = ()
-    dest_device: str | None = None
-    dest_console: tuple[str, ...] = ()
-    dest_karg_append: tuple[str, ...] = ()
-    dest_karg_delete: tuple[str, ...] = ()
-    network_keyfile: tuple[str, ...] = ()
-    network_nmstate: tuple[str, ...] = ()
-    ignition_ca: tuple[str, ...] = ()
-    pre_install: tuple[str, ...] = ()
-    post_install: tuple[str, ...] = ()
-    installer_config: tuple[str, ...] = ()
-    live_ignition: tuple[str, ...] = ()
-    live_karg_append: tuple[str, ...] = ()
-    live_karg_replace: tuple[str, ...] = ()
-    live_karg_delete: tuple[str, ...] = ()
-
-    def __post_init__(self) -> None:
-        for f in fields(self):
-            v = getattr(self, f.name)
-            if isinstance(v, list):  # accept lists from callers, keep the object hashable
-                object.__setattr__(self, f.name, tuple(v))
-        for spec in self.live_karg_replace:
-            if not re.fullmatch(r"[^=]+=[^=]+=[^=]+", spec):
-                raise UserInputError(
-                    f"--live-karg-replace {spec!r}: expected KARG=OLDVAL=NEWVAL")
-        for console in self.dest_console:
-            normalize_console(console)
-
-    @property
-    def has_live_kargs(self) -> bool:
-        return bool(self.live_karg_append or self.live_karg_replace or self.live_karg_delete)
-
-    @property
-    def has_initrd_changes(self) -> bool:
-        """Anything besides live kargs (i.e. something for the initrd / Ignition area)."""
-        return any(getattr(self, f.name) for f in fields(self)
-                   if not f.name.startswith("live_karg"))
-
-    @property
-    def is_empty(self) -> bool:
-        return not self.has_live_kargs and not self.has_initrd_changes
-
-
-def normalize_console(spec: str) -> str:
-    """coreos-installer's console syntax, normalized as it serializes it (ttyS0 -> ttyS0,9600n8)."""
-    for prefix in ("console=", "/dev/"):
-        if spec.startswith(prefix):
-            raise UserInputError(f"--dest-console {spec!r}: spec should not start with {prefix!r}")
-    m = _SERIAL_CONSOLE.match(spec)
-    if m:
-        port = int(m["port"])
-        speed = int(m["speed"] or 9600)
-        if port > 255 or speed > 2**32 - 1:
-            raise UserInputError(f"--dest-console {spec!r}: port or speed out of range")
-        return f"{m['prefix']}{port},{speed}{m['parity'] or 'n'}{m['bits'] or 8}"
-    if spec in _GRAPHICAL_CONSOLES:
-        return spec
-    raise UserInputError(f"--dest-console {spec!r}: invalid or unsupported console argument",
-                         hint="use e.g. ttyS0,115200n8, ttyAMA0, tty0, hvc0 or ttysclp0")
 
 
 def _is_console(spec: str) -> bool:
@@ -206,39 +119,33 @@ def _filename(path: str) -> str:
 
 def parse_user_ignition(data: bytes, where: str,
                         warn: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """Parse and check a user's Ignition config (spec 3.0.0-3.5.0).
+    """Parse and check a user's Ignition config (every spec version the toolkit knows).
 
     coreos-installer only parses; we also run imagebuilder's validator, so a config
     Ignition would reject at boot fails here instead. Errors say "parsing Ignition
     config <where>"; warnings (unused keys...) go to ``warn``.
     """
-    try:
-        obj = json.loads(data)
-    except (UnicodeDecodeError, ValueError) as e:
-        raise UserInputError(f"parsing Ignition config {where}: {e}") from None
-    if not isinstance(obj, dict):
-        raise UserInputError(f"parsing Ignition config {where}: expected a JSON object")
-    ign = obj.get("ignition")
-    version = ign.get("version") if isinstance(ign, dict) else None
-    if not isinstance(version, str):
-        raise UserInputError(f"parsing Ignition config {where}: missing ignition.version")
-    m = re.fullmatch(r"3\.(\d+)\.0(-experimental)?", version)
-    if not m or int(m.group(1)) > 5:
-        raise UserInputError(
-            f"parsing Ignition config {where}: unsupported config version {version!r}",
-            hint="Ignition spec 3.0.0 to 3.5.0 is accepted; translate Butane configs with butane first")
-    from ..ignition.validate import validate_config  # (heavy imports stay off the start-up path)
+    from ..ignition import spec  # (heavy imports stay off the start-up path)
+    from ..ignition.validate import validate_config
 
+    known = ", ".join(str(v) for v in spec.SUPPORTED_VERSIONS)
     report = validate_config(data, source=where)
     if report.errors:
+        first = report.errors[0]
         more = len(report.errors) - 1
+        hint = f"run: imagebuilder ignition validate {where}"
+        if first.kind == "version":
+            hint = (f"Ignition spec {known} is accepted; translate Butane configs with "
+                    "butane first")
         raise UserInputError(
-            f"parsing Ignition config {where}: {report.errors[0].format()}"
-            + (f" (and {more} more)" if more else ""),
-            hint=f"run: imagebuilder ignition validate {where}")
+            f"parsing Ignition config {where}: {first.format()}"
+            + (f" (and {more} more)" if more else ""), hint=hint)
     for w in report.warnings:
         if warn is not None:
             warn(f"Warning parsing {where}: {w.format()}")
+    obj = json.loads(data)
+    if not isinstance(obj, dict):  # (the validator has refused it already)
+        raise UserInputError(f"parsing Ignition config {where}: expected a JSON object")
     return obj
 
 
@@ -504,37 +411,40 @@ def build_initrd_members(c: Customizations, features: OsFeatures | None = None,
                          *, notes: Callable[[str], None] | None = None) -> dict[str, bytes]:
     """The initrd members for the customization: ``config.ign`` (only when the live config
     has content) and ``etc/coreos-firstboot-network/<keyfile>``. Notes (such as "Boot media
-    will automatically install ...") go to ``notes`` (default: stderr)."""
+    will automatically install ...") go to ``notes`` -- a caller shows them only once the
+    result is written."""
     p = plan(c, features)
-    say = notes or (lambda m: print(m, file=sys.stderr))
-    for n in p.notes:
-        say(n)
+    for n in p.notes if notes is not None else ():
+        notes(n)
     members: dict[str, bytes] = {}
     if not p.live_config_empty:
-        members[INITRD_IGNITION_PATH] = _live_bytes(p.live_config)
+        members[IGNITION_PATH] = _live_bytes(p.live_config)
     for name, data in p.network.items():
-        members[f"{INITRD_NETWORK_DIR}/{name}"] = data
+        members[f"{NETWORK_DIR}/{name}"] = data
     return members
 
 
 def customize_iso(iso: IsoImage, c: Customizations, *, force: bool = False,
-                  notes: Callable[[str], None] | None = None) -> None:
+                  notes: Callable[[str], None]) -> None:
     """Apply ``c`` to an opened ISO in memory (write with ``iso.patches()`` afterwards).
 
     As coreos-installer: refuses an already customized ISO unless ``force``; the embedded
     initrd is replaced as a whole; live kargs are edited starting from the image's
-    *default* kargs (so ``force`` on a customized ISO gives pristine + these flags).
+    *default* kargs (so ``force`` on a customized ISO gives pristine + these flags). Areas
+    whose contents are damaged count as customized and are rewritten with ``force``.
     """
     if not force and iso.is_customized:
         raise UserInputError("This ISO image is already customized; use -f to force.")
     if c.has_live_kargs and not iso.kargs_supported:
         raise UserInputError(MSG_NO_LIVE_KARGS)
     members = build_initrd_members(c, iso.features, notes=notes)
+    damaged = iso.discard_damaged_area()
     current = {p: m.data for p, m in iso.members.items()}
-    if members != current or iso.area_in_use != bool(members):
+    if damaged or members != current or iso.area_in_use != bool(members):
         embed_initrd_members(iso, members, replace=True)
     if iso.kargs_supported:
         kargs = modify_kargs(iso.default_kargs, append=c.live_karg_append,
-                             delete=c.live_karg_delete, replace=c.live_karg_replace)
-        if kargs != iso.kargs:
+                             delete=c.live_karg_delete, replace=c.live_karg_replace,
+                             source=str(iso.path))
+        if iso.kargs_damaged or kargs != iso.kargs:
             iso.set_kargs(kargs)

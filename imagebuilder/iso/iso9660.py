@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 from collections.abc import Iterator
 
 from ..errors import BadImageError
@@ -27,6 +28,7 @@ SECTOR_SIZE = 2048
 _FIRST_DESCRIPTOR_SECTOR = 16
 _MAX_DESCRIPTORS = 64
 _MAX_DIR_SIZE = 64 << 20  # sanity limit for one directory extent
+_MAX_DEPTH = 64
 
 _VD_BOOT, _VD_PRIMARY, _VD_SUPPLEMENTARY, _VD_TERMINATOR = 0, 1, 2, 255
 _VERSION_SUFFIX = re.compile(rb";\d*$")
@@ -53,6 +55,26 @@ class DirEntry(Record):
 class VolumeDescriptor(Record):
     type_id: int
     name: str  # "boot", "primary", "supplementary", "unknown"
+    escape: bytes = b""  # a supplementary descriptor's escape sequences (Joliet: %/@ %/C %/E)
+
+
+_JOLIET_ESCAPES = (b"%/@", b"%/C", b"%/E")
+
+
+def _pvd_date(raw: bytes) -> int | None:
+    """A volume descriptor date ('YYYYMMDDhhmmsscc' + offset in 15-min units) as Unix time."""
+    digits = raw[:16].decode("ascii", "replace")
+    if not digits.isdigit() or digits[:4] == "0000":
+        return None
+    import calendar
+    import time
+
+    try:
+        t = time.strptime(digits[:14], "%Y%m%d%H%M%S")
+    except ValueError:
+        return None
+    tz = int.from_bytes(raw[16:17], "little", signed=True)
+    return calendar.timegm(t) - tz * 15 * 60
 
 
 def normalize_name(name: str | bytes) -> str:
@@ -100,6 +122,7 @@ class IsoFS:
         self.system_id = ""
         self.volume_id = ""
         self.volume_space_size = 0
+        self._pvd_dates = (b"", b"")  # (modification, creation) date fields of the PVD
         self.root: DirEntry | None = None
         self._read_descriptors()
 
@@ -125,27 +148,40 @@ class IsoFS:
             raise BadImageError(f"{self.path}: short read of {length} bytes at {offset}")
         return data
 
+    @property
+    def volume_epoch(self) -> int | None:
+        """The volume modification (else creation) date, as a Unix time."""
+        return _pvd_date(self._pvd_dates[0]) or _pvd_date(self._pvd_dates[1])
+
+    @property
+    def has_joliet(self) -> bool:
+        """A supplementary volume descriptor with a Joliet escape sequence."""
+        return any(d.type_id == _VD_SUPPLEMENTARY and d.escape in _JOLIET_ESCAPES
+                   for d in self.descriptors)
+
     def _read_descriptors(self) -> None:
         if self.file_size < (_FIRST_DESCRIPTOR_SECTOR + 1) * SECTOR_SIZE:
-            raise BadImageError(f"{self.path}: too small to be an ISO9660 image")
+            raise BadImageError(f"{self.path}: too small to be an ISO9660 image "
+                                f"({self.file_size} bytes)")
         for i in range(_MAX_DESCRIPTORS):
             off = (_FIRST_DESCRIPTOR_SECTOR + i) * SECTOR_SIZE
             if off + SECTOR_SIZE > self.file_size:
                 break
             sec = self.pread(off, SECTOR_SIZE)
             if sec[1:6] != b"CD001":
-                raise BadImageError(f"{self.path}: not an ISO9660 image (unknown descriptor ID "
-                                    f"{sec[1:6]!r} at sector {_FIRST_DESCRIPTOR_SECTOR + i})")
+                raise BadImageError(f"{self.path}: not an ISO9660 image (no volume descriptor "
+                                    f"at sector {_FIRST_DESCRIPTOR_SECTOR + i})")
             t = sec[0]
             if t == _VD_TERMINATOR:
                 break
             kind = {_VD_BOOT: "boot", _VD_PRIMARY: "primary",
                     _VD_SUPPLEMENTARY: "supplementary"}.get(t, "unknown")
-            self.descriptors.append(VolumeDescriptor(t, kind))
+            self.descriptors.append(VolumeDescriptor(t, kind, bytes(sec[88:91])))
             if t == _VD_PRIMARY and self.root is None:
                 self.system_id = sec[8:40].decode("latin-1").rstrip(" \0")
                 self.volume_id = sec[40:72].decode("latin-1").rstrip(" \0")
                 self.volume_space_size = int.from_bytes(sec[80:84], "little")
+                self._pvd_dates = (bytes(sec[830:847]), bytes(sec[813:830]))
                 rec_len = sec[156]
                 root, _ = _parse_record(sec, 156, rec_len if rec_len else 34)
                 if root is None:  # the root record is named 0x00 by the standard
@@ -234,31 +270,71 @@ class IsoFS:
         return self.pread(e.offset + offset, length)
 
     def walk(self, d: DirEntry | None = None, prefix: str = "") -> Iterator[tuple[str, DirEntry]]:
-        """Every record under d (default: root), depth-first, in directory order."""
+        """Every record under d (default: root), depth-first, in directory order.
+
+        A directory that contains itself (a loop of extents) or a tree deeper than
+        ``_MAX_DEPTH`` is a corrupt image."""
         d = d or self.root
         assert d is not None
-        for e in self.list_dir(d):
-            p = f"{prefix}{e.name}"
+        stack = [(iter(self.list_dir(d)), prefix)]
+        seen = {d.extent}
+        while stack:
+            entries, pre = stack[-1]
+            e = next(entries, None)
+            if e is None:
+                stack.pop()
+                continue
+            p = f"{pre}{e.name}"
             yield p, e
             if e.is_dir:
-                yield from self.walk(e, p + "/")
+                if e.extent in seen:
+                    raise BadImageError(f"{self.path}: directory loop at {p[:200]}; corrupt ISO?")
+                if len(stack) >= _MAX_DEPTH:
+                    raise BadImageError(f"{self.path}: directories nested deeper than "
+                                        f"{_MAX_DEPTH} levels; corrupt ISO?")
+                seen.add(e.extent)
+                stack.append((iter(self.list_dir(e)), p + "/"))
 
 
-def open_iso(path: str | os.PathLike[str], *, writable: bool = False) -> IsoFS:
-    """Open an ISO file (read-only unless writable) and parse its volume descriptors."""
+def open_iso(path: str | os.PathLike[str], *, writable: bool = False,
+             lock: bool = False, notify=None) -> IsoFS:
+    """Open an ISO file (read-only unless writable) and parse its volume descriptors.
+
+    ``lock``: hold a flock on it while open -- exclusive when writable (one read-modify-write
+    at a time), shared otherwise (no reading while another process edits it in place).
+    ``notify(message)`` is told once if that means waiting.
+    """
+    from ..errors import UserInputError
+
     try:
         fd = os.open(path, (os.O_RDWR if writable else os.O_RDONLY) | os.O_CLOEXEC)
     except FileNotFoundError:
-        from ..errors import UserInputError
         raise UserInputError(f"{path}: ISO image not found") from None
     except IsADirectoryError:
-        from ..errors import UserInputError
         raise UserInputError(f"{path}: is a directory, expected an ISO image") from None
     except PermissionError:
-        from ..errors import UserInputError
-        raise UserInputError(f"{path}: permission denied") from None
+        raise UserInputError(f"{path}: permission denied"
+                             + (" (opening for writing)" if writable else "")) from None
+    except OSError as e:
+        raise UserInputError(f"{path}: cannot open: {e.strerror or e}") from None
     try:
+        if stat.S_ISDIR(os.fstat(fd).st_mode):
+            raise UserInputError(f"{path}: is a directory, expected an ISO image")
+        if lock:
+            from ..fsutil import lock_fd
+
+            lock_fd(fd, path, exclusive=writable, notify=notify)
         return IsoFS(fd, path=os.fspath(path))
     except BaseException:
         os.close(fd)
         raise
+
+
+def is_iso(path: str | os.PathLike[str]) -> bool:
+    """An ISO 9660 image? (a volume descriptor at sector 16; False if unreadable)."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(_FIRST_DESCRIPTOR_SECTOR * SECTOR_SIZE)
+            return f.read(6)[1:6] == b"CD001"
+    except OSError:
+        return False

@@ -520,6 +520,8 @@ def load(data: bytes | str, *, source: str = "nmstate") -> Any:
         return yaml.safe_load(data)
     except yaml.YAMLError as e:
         raise UserInputError(f"{source}: parsing nmstate: {e}") from None
+    except RecursionError:
+        raise UserInputError(f"{source}: parsing nmstate: nested too deeply") from None
 
 
 def keyfiles_from_file(path: str | Path) -> list[tuple[str, bytes]]:

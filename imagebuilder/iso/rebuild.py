@@ -20,7 +20,6 @@ the same bytes.
 
 from __future__ import annotations
 
-import calendar
 import dataclasses
 import os
 import re
@@ -29,11 +28,10 @@ import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from ..errors import BadImageError, ToolError, UserInputError
-from ..fsutil import temp_path_in
+from ..errors import ToolError, UserInputError
+from ..fsutil import check_output_target, temp_path_in
 from ..run import require, run
 
-SECTOR = 2048
 # boot configs we edit kernel lines in (basename patterns)
 _CONFIG_NAME = re.compile(r"(?i)^(grub\.cfg|loopback\.cfg|[a-z0-9_.-]*\.cfg|[a-z0-9_.-]*\.conf)$")
 _SYSLINUX_NAME = re.compile(r"(?i)(^|/)(isolinux|syslinux|extlinux)(/|\.cfg$|\.conf$)")
@@ -63,49 +61,22 @@ class RebuildReport:
 
 # --------------------------------------------------------------------------- ISO facts
 
-def _volume_descriptors(path: Path) -> list[bytes]:
-    out = []
-    with open(path, "rb") as f:
-        for i in range(16, 16 + 64):
-            f.seek(i * SECTOR)
-            vd = f.read(SECTOR)
-            if len(vd) < SECTOR or vd[1:6] != b"CD001":
-                break
-            out.append(vd)
-            if vd[0] == 255:
-                break
-    return out
+def volume_id(path: str | os.PathLike[str]) -> str:
+    from .iso9660 import open_iso
+
+    with open_iso(path) as fs:
+        return fs.volume_id
 
 
-def _pvd(path: Path) -> bytes:
-    for vd in _volume_descriptors(path):
-        if vd[0] == 1:
-            return vd
-    raise BadImageError(f"{path}: not an ISO 9660 image (no primary volume descriptor)")
+_volume_id_of = volume_id  # (rebuild_iso has a parameter of that name)
 
 
-def volume_id(path: Path) -> str:
-    return _pvd(path)[40:72].decode("ascii", "replace").rstrip(" \0")
-
-
-def has_joliet(path: Path) -> bool:
+def has_joliet(path: str | os.PathLike[str]) -> bool:
     """A supplementary volume descriptor with a Joliet escape sequence (%/@, %/C, %/E)."""
-    return any(vd[0] == 2 and vd[88:91] in (b"%/@", b"%/C", b"%/E")
-               for vd in _volume_descriptors(path))
+    from .iso9660 import open_iso
 
-
-def _pvd_epoch(path: Path) -> int | None:
-    """The volume modification (else creation) date of the PVD, as a Unix time."""
-    pvd = _pvd(path)
-    for off in (830, 813):  # modification, creation: 'YYYYMMDDhhmmsscc' + tz (15-min units)
-        raw = pvd[off:off + 17]
-        digits = raw[:16].decode("ascii", "replace")
-        if not digits.isdigit() or digits[:4] == "0000":
-            continue
-        tz = int.from_bytes(raw[16:17], "little", signed=True)
-        t = time.strptime(digits[:14], "%Y%m%d%H%M%S")
-        return calendar.timegm(t) - tz * 15 * 60
-    return None
+    with open_iso(path) as fs:
+        return fs.has_joliet
 
 
 def _epoch(src: Path, source_date_epoch: int | None) -> int:
@@ -116,7 +87,10 @@ def _epoch(src: Path, source_date_epoch: int | None) -> int:
         if not env.isdigit():
             raise UserInputError(f"SOURCE_DATE_EPOCH={env!r} is not a number of seconds")
         return int(env)
-    return _pvd_epoch(src) or 0
+    from .iso9660 import open_iso
+
+    with open_iso(src) as fs:
+        return fs.volume_epoch or 0
 
 
 def iso9660_name_args(path: Path) -> list[str]:
@@ -184,18 +158,6 @@ def system_area(iso: Path) -> str:
 
 # --------------------------------------------------------------------------- karg edits
 
-def _edit_args(args: str, append: Sequence[str], delete: Sequence[str]) -> str:
-    """Delete (``k=v`` exact, bare ``k`` = every ``k``/``k=*``), then append."""
-    tokens = args.split()
-    for d in delete:
-        if "=" in d:
-            tokens = [t for t in tokens if t != d]
-        else:
-            tokens = [t for t in tokens if t != d and not t.startswith(d + "=")]
-    tokens += list(append)
-    return " ".join(tokens)
-
-
 def _is_syslinux(path: str, text: str) -> bool:
     if _SYSLINUX_NAME.search(path):
         return True
@@ -206,9 +168,17 @@ def edit_kernel_lines(path: str, text: str, append: Sequence[str],
                       delete: Sequence[str]) -> tuple[str, int]:
     """Apply karg edits to every kernel command line of one boot config.
 
-    Returns (new text, number of kernel lines edited). ISOLINUX labels that have a
-    ``kernel``/``linux`` line but no ``append`` get one (when appending).
+    Arguments go through the karg model (:mod:`imagebuilder.kargs`): each is validated,
+    appended only if not present yet, and written quoted for its parser (GRUB script
+    words are single-quoted when they are not plain). Returns (new text, number of kernel
+    lines edited). ISOLINUX labels that have a ``kernel``/``linux`` line but no ``append``
+    get one (when appending).
     """
+    from ..kargs import KernelArgs
+    from .kargs import edit_line
+
+    add = KernelArgs.from_items(append, "--karg-append")
+    drop = KernelArgs.from_items(delete, "--karg-delete")
     lines = text.split("\n")
     n = 0
     if _is_syslinux(path, text):
@@ -224,27 +194,38 @@ def edit_kernel_lines(path: str, text: str, append: Sequence[str],
             for ln in block:
                 m = _SYSLINUX_APPEND.match(ln)
                 if m:
-                    args = m.group("args")
-                    new = _edit_args(args, append, delete)
+                    new = edit_line(m.group("args"), add, drop, grub=False, source=path)
                     out.append(f"{m.group('lead')} {new}".rstrip() if new else m.group("lead"))
                     n += 1
                     continue
                 out.append(ln)
                 k = _SYSLINUX_KERNEL.match(ln)
-                if k and bi > 0 and not has_append and append:
-                    out.append(f"{k.group('indent')}append {' '.join(append)}")
+                if k and bi > 0 and not has_append and add:
+                    out.append(f"{k.group('indent')}append "
+                               + edit_line("", add, drop, grub=False, source=path))
                     n += 1
         return "\n".join(out), n
     out = []
     for ln in lines:
         m = _GRUB_KERNEL.match(ln)
         if m:
-            new = _edit_args(m.group("args"), append, delete)
+            new = edit_line(m.group("args"), add, drop, grub=True, source=path)
             out.append(f"{m.group('lead')}{m.group('kernel')}" + (f" {new}" if new else ""))
             n += 1
         else:
             out.append(ln)
     return "\n".join(out), n
+
+
+_VOLID = re.compile(r"[A-Za-z0-9 ._+-]{1,32}")
+
+
+def check_volume_id(volume_id: str) -> None:
+    """A new volume ID: 1 to 32 of A-Z a-z 0-9 space . _ + - (it is written into the boot
+    configs, where anything else could change their meaning)."""
+    if not _VOLID.fullmatch(volume_id) or volume_id.strip() != volume_id:
+        raise UserInputError(f"--volume-id {volume_id!r}: must be 1 to 32 characters of "
+                             "A-Z a-z 0-9 space . _ + - (no leading or trailing space)")
 
 
 def _replace_volid(text: str, old: str, new: str) -> str:
@@ -297,13 +278,13 @@ def rebuild_iso(src: str | os.PathLike[str], dest: str | os.PathLike[str], *,
         raise UserInputError(f"{src}: ISO not found")
     if dest.resolve() == src.resolve():
         raise UserInputError("the rebuilt ISO must go to a new file (-o OUT), not over its source")
-    old_volid = _safe_volume_id(src)
+    old_volid = _volume_id_of(src)
     if volume_id is not None:
-        if not volume_id or len(volume_id.encode()) > 32:
-            raise UserInputError(f"--volume-id {volume_id!r}: must be 1 to 32 bytes")
-    for a in [*karg_append, *karg_delete]:
-        if not a or any(c.isspace() for c in a):
-            raise UserInputError(f"invalid kernel argument {a!r}")
+        check_volume_id(volume_id)
+    from ..kargs import KernelArgs
+
+    KernelArgs.from_items(karg_append, "--karg-append")  # refuses malformed arguments early
+    KernelArgs.from_items(karg_delete, "--karg-delete")
     adds: list[tuple[Path, str]] = []
     for s, d in add_files:
         sp = Path(s)
@@ -388,26 +369,19 @@ def rebuild_iso(src: str | os.PathLike[str], dest: str | os.PathLike[str], *,
             if sorted(new_boot) != sorted(original_boot):
                 raise ToolError(f"rebuilt ISO lost El Torito boot images: had {original_boot}, "
                                 f"now {new_boot}", argv=cmd)
-            out_volid = _safe_volume_id(tmp)
+            out_volid = _volume_id_of(tmp)
     return RebuildReport(output=str(dest), edited_configs=sorted(edited), added_files=sorted(added_paths),
                          kernel_lines=kernel_lines, volume_id=out_volid, source_date_epoch=epoch,
                          boot_images=original_boot, duration=time.monotonic() - t0)
 
 
-def _safe_volume_id(path: Path) -> str:
-    try:
-        return volume_id(path)
-    except OSError as e:
-        raise UserInputError(f"{path}: cannot read: {e.strerror}") from None
-
-
 def has_embed_areas(path: str | os.PathLike[str]) -> bool:
     """Does the ISO carry CoreOS embed areas (igninfo.json / ignition.img / kargs.json)?"""
+    from .areas import has_embed_areas as _has
     from .iso9660 import open_iso
 
     with open_iso(path) as fs:
-        return any(fs.try_lookup(p) is not None
-                   for p in ("/coreos/igninfo.json", "/images/ignition.img", "/coreos/kargs.json"))
+        return _has(fs)
 
 
 def customize_rebuild(input_iso: str | os.PathLike[str], output: str | None, force: bool = False, *,
@@ -453,13 +427,11 @@ def customize_rebuild(input_iso: str | os.PathLike[str], output: str | None, for
     from .write import write_result
 
     dest = Path(output)
-    if dest.exists() and not force:
-        raise UserInputError(f"{dest}: file exists", hint="use -f to overwrite")
-    parent = dest.parent if str(dest.parent) else Path(".")
+    parent = check_output_target(dest, force=force)
     with tempfile.TemporaryDirectory(prefix=".imagebuilder-customize-", dir=parent) as td:
         staged = Path(td) / "customized.iso"
         with IsoImage.open(src) as iso:
-            customize_iso(iso, embed, force=force, notes=notes)
+            customize_iso(iso, embed, force=force, notes=notes or (lambda _m: None))
             write_result(iso, iso.patches(), str(staged), True)
         return rebuild_iso(staged, dest, add_files=adds, force=force,
                            source_date_epoch=_epoch(src, None))

@@ -3,12 +3,14 @@
 All three produce byte-identical results. Every patch is validated (sorted,
 non-overlapping, inside the file) before the first byte is written.
 
-* in place: the original bytes of every region are read first; if a write
-  fails, the regions already written are restored (all-or-nothing). Like
-  coreos-installer, no fsync: only a few hundred KiB change.
-* ``-o FILE``: a temp file beside the target receives a fast copy of the input
-  (reflink / copy_file_range), the patches, an fsync, then a no-clobber rename
-  (``force`` replaces). On error the temp file is removed.
+* in place: through the ISO's own descriptor, opened read-write and locked
+  exclusively (:meth:`IsoImage.open` with ``writable=True``). The original bytes of
+  every region are read first; if a write fails (or the process is told to stop), the
+  regions already written are restored (all-or-nothing); the data is then fdatasync'ed.
+* ``-o FILE``: a locked temp file beside the target receives a copy of the input
+  (:func:`imagebuilder.fsutil.copy_file`: reflink, else copy_file_range with early
+  writeback), the patches, an fsync, then a no-clobber rename (``force`` replaces). On
+  error the temp file is removed.
 * ``-o -``: the gaps are copied with sendfile, the regions written from memory;
   refused when stdout is a terminal.
 """
@@ -51,33 +53,25 @@ def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
         offset += n
 
 
-def _apply(fd: int, regions: Sequence[Region]) -> None:
-    for r in regions:
-        _pwrite_all(fd, r.data, r.offset)
-
-
-def apply_in_place(path: str | os.PathLike[str], patches: Sequence[Region]) -> None:
-    """Patch the file itself; restore already-written regions if a write fails."""
+def apply_in_place(fd: int, patches: Sequence[Region]) -> None:
+    """Patch the open (read-write) file; restore already-written regions if a write fails,
+    fdatasync when done."""
     if not patches:
         return
+    regions = validate_patches(patches, os.fstat(fd).st_size)
+    originals = [Region(r.offset, os.pread(fd, len(r.data), r.offset)) for r in regions]
+    done: list[Region] = []
     try:
-        fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
-    except PermissionError:
-        raise UserInputError(f"{path}: permission denied (opening for writing)") from None
-    try:
-        regions = validate_patches(patches, os.fstat(fd).st_size)
-        originals = [Region(r.offset, os.pread(fd, len(r.data), r.offset)) for r in regions]
-        done: list[Region] = []
-        try:
-            for r, orig in zip(regions, originals):
-                done.append(orig)
+        for r, orig in zip(regions, originals):
+            done.append(orig)
+            _pwrite_all(fd, r.data, r.offset)
+        os.fdatasync(fd)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            for r in done:
                 _pwrite_all(fd, r.data, r.offset)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                _apply(fd, done)
-            raise
-    finally:
-        os.close(fd)
+            os.fdatasync(fd)
+        raise
 
 
 class EarlyCopy:
@@ -92,17 +86,13 @@ class EarlyCopy:
     """
 
     def __init__(self, src: str | os.PathLike[str], dest: str | os.PathLike[str]):
-        import tempfile
         import threading
 
-        dest = Path(dest)
-        parent = dest.parent if str(dest.parent) else Path(".")
         self.src = src
         self.cancelled = False
         self.committed = False
         self.error: BaseException | None = None
-        fd, name = tempfile.mkstemp(prefix=".imagebuilder-temp-", suffix=".iso", dir=parent)
-        self.tmp = Path(name)
+        fd, self.tmp = fsutil.make_temp(dest)
         self.file = os.fdopen(fd, "r+b")
         self.thread = threading.Thread(target=self._run, name="imagebuilder-early-copy",
                                        daemon=True)
@@ -118,9 +108,10 @@ class EarlyCopy:
 
     def _run(self) -> None:
         try:
-            os.fchmod(self.file.fileno(), 0o644)
-            with open(self.src, "rb") as sf:
-                _copy_starting_writeback(sf, self.file, lambda: self.cancelled)
+            fsutil.copy_file(self.src, self.file, writeback=True,
+                             cancelled=lambda: self.cancelled)
+        except fsutil.CopyCancelled:
+            pass
         except BaseException as e:  # reported by wait()
             self.error = e
 
@@ -147,103 +138,22 @@ def write_copy(src: str | os.PathLike[str], dest: str | os.PathLike[str],
     ``early``: the copy already started by :class:`EarlyCopy` for this src and dest.
     """
     dest = Path(dest)
-    parent = fsutil.check_output_target(dest, force=force)
-    if early is not None:
-        try:
-            with open(src, "rb") as sf:
-                regions = validate_patches(patches, os.fstat(sf.fileno()).st_size)
-            early.wait()
-            tf = early.file
-            tf.flush()
-            _apply(tf.fileno(), regions)
-            os.fsync(tf.fileno())
-            tf.close()
-            fsutil.commit_tempfile(early.tmp, dest, force=force)
-            early.committed = True
-        except BaseException:
-            early.discard()
-            raise
-        return
-    import tempfile
-
-    with open(src, "rb") as sf:
-        regions = validate_patches(patches, os.fstat(sf.fileno()).st_size)
-        fd, name = tempfile.mkstemp(prefix=".imagebuilder-temp-", suffix=".iso", dir=parent)
-        tmp = Path(name)
-        try:
-            with os.fdopen(fd, "r+b") as tf:
-                os.fchmod(tf.fileno(), 0o644)
-                _copy_starting_writeback(sf, tf)
-                tf.flush()
-                _apply(tf.fileno(), regions)
-                os.fsync(tf.fileno())
-            fsutil.commit_tempfile(tmp, dest, force=force)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                tmp.unlink()
-            raise
-
-
-_WRITEBACK_CHUNK = 64 << 20
-
-
-def _copy_starting_writeback(sf, tf, cancelled=lambda: False) -> None:
-    """fsutil.fast_copy, but a copy_file_range copy starts writeback chunk by chunk.
-
-    ``-o`` fsyncs the copy before the rename. With a reflink that is cheap; with an
-    in-kernel copy (ext4) the whole image is dirty in the page cache and the fsync would
-    then write all of it at the end. Kicking off writeback of each 64 MiB chunk as soon
-    as it is copied (sync_file_range(SYNC_FILE_RANGE_WRITE): asynchronous, not a
-    durability guarantee -- the fsync still is) overlaps the disk writes with the copy.
-    """
-    import fcntl
-
+    fsutil.check_output_target(dest, force=force)
+    if early is None:
+        early = EarlyCopy(src, dest)
     try:
-        fcntl.ioctl(tf.fileno(), fsutil.FICLONE, sf.fileno())
-        return
-    except OSError:
-        pass
-    kick = _sync_file_range()
-    src, dst = sf.fileno(), tf.fileno()
-    size = os.fstat(src).st_size
-    off = 0
-    try:
-        while off < size:
-            if cancelled():
-                return
-            n = os.copy_file_range(src, dst, min(_WRITEBACK_CHUNK, size - off), off, off)
-            if n == 0:
-                break
-            if kick is not None:
-                kick(dst, off, n, 2)  # SYNC_FILE_RANGE_WRITE; its result does not matter
-            off += n
-    except OSError as e:
-        import errno
-
-        if e.errno not in (errno.EXDEV, errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
-            raise  # ENOSPC, EIO...: a real write error
-        off = -1
-    if off != size:  # no copy_file_range here (or a short copy): the plain way, from the start
-        fsutil.fast_copy(sf, tf)
-
-
-_SFR: list = []
-
-
-def _sync_file_range():
-    """libc's sync_file_range(fd, offset, nbytes, flags), or None."""
-    if not _SFR:
-        fn = None
-        try:
-            import ctypes
-
-            fn = ctypes.CDLL(None, use_errno=True).sync_file_range
-            fn.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
-            fn.restype = ctypes.c_int
-        except (OSError, AttributeError):
-            fn = None
-        _SFR.append(fn)
-    return _SFR[0]
+        regions = validate_patches(patches, os.stat(src).st_size)
+        early.wait()
+        tf = early.file
+        tf.flush()
+        for r in regions:
+            _pwrite_all(tf.fileno(), r.data, r.offset)
+        os.fsync(tf.fileno())
+        fsutil.commit_tempfile(early.tmp, dest, force=force)
+        early.committed = True
+        tf.close()
+    finally:
+        early.discard()
 
 
 def check_stdout_not_tty(out_fd: int | None = None) -> None:
@@ -265,38 +175,33 @@ def stream(src: str | os.PathLike[str], patches: Sequence[Region], out_fd: int |
         regions = validate_patches(patches, size)
         cursor = 0
         for r in regions:
-            _copy_range(in_fd, out_fd, cursor, r.offset - cursor)
-            _write_all(out_fd, r.data)
+            send_range(in_fd, out_fd, cursor, r.offset - cursor)
+            write_all(out_fd, r.data)
             cursor = r.end
-        _copy_range(in_fd, out_fd, cursor, size - cursor)
+        send_range(in_fd, out_fd, cursor, size - cursor)
 
 
-def _write_all(fd: int, data: bytes) -> None:
+def write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
         n = os.write(fd, view)
         view = view[n:]
 
 
-def _copy_range(in_fd: int, out_fd: int, offset: int, count: int) -> None:
+def send_range(in_fd: int, out_fd: int, offset: int, count: int) -> None:
+    """Copy count bytes at offset of in_fd to a stream (pipe, socket, stdout)."""
     end = offset + count
-    try:
+    with contextlib.suppress(OSError):
         while offset < end:
             n = os.sendfile(out_fd, in_fd, offset, min(end - offset, 1 << 30))
             if n == 0:
                 raise OSError(f"unexpected end of input at offset {offset}")
             offset += n
-        return
-    except OSError as e:
-        import errno
-
-        if e.errno not in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
-            raise
-    while offset < end:
+    while offset < end:  # no sendfile to this kind of descriptor
         buf = os.pread(in_fd, min(_CHUNK, end - offset), offset)
         if not buf:
             raise OSError(f"unexpected end of input at offset {offset}")
-        _write_all(out_fd, buf)
+        write_all(out_fd, buf)
         offset += len(buf)
 
 
@@ -304,14 +209,16 @@ def write_result(iso, patches: Sequence[Region], output: str | None, force: bool
                  early: EarlyCopy | None = None) -> None:
     """Apply patches the way the user asked: None = in place, "-" = stdout, else a new file.
 
-    ``iso`` is the :class:`~imagebuilder.iso.image.IsoImage` the patches came from;
-    ``early``: an :class:`EarlyCopy` of it to ``output``, if one was started.
+    ``iso`` is the :class:`~imagebuilder.iso.image.IsoImage` the patches came from (opened
+    writable for an in-place edit); ``early``: an :class:`EarlyCopy` of it to ``output``.
     """
     src = iso.path
     target = src if output is None else ("stdout" if output == "-" else output)
     try:
         if output is None:
-            apply_in_place(src, patches)
+            if not _writable(iso.fs.fd):
+                raise InternalError(f"{src} was not opened for writing")
+            apply_in_place(iso.fs.fd, patches)
         elif output == "-":
             stream(src, patches)
         else:
@@ -322,74 +229,11 @@ def write_result(iso, patches: Sequence[Region], output: str | None, force: bool
         raise WriteError(f"writing {target}: {e.strerror or e}") from e
 
 
+def _writable(fd: int) -> bool:
+    import fcntl
+
+    return (fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_ACCMODE) in (os.O_WRONLY, os.O_RDWR)
+
+
 class WriteError(UserInputError):
     """Writing the result failed (disk full, I/O error...); nothing was left behind."""
-
-
-def _copy_file_range_all(in_fd: int, out_fd: int, src_off: int, count: int) -> None:
-    dst_off = os.lseek(out_fd, 0, os.SEEK_CUR)
-    done = 0
-    try:
-        while done < count:
-            n = os.copy_file_range(in_fd, out_fd, count - done, src_off + done, dst_off + done)
-            if n == 0:
-                raise OSError(f"unexpected end of input at offset {src_off + done}")
-            done += n
-        os.lseek(out_fd, dst_off + done, os.SEEK_SET)
-        return
-    except OSError as e:
-        import errno
-
-        if e.errno not in (errno.EXDEV, errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
-            raise
-    os.lseek(out_fd, dst_off + done, os.SEEK_SET)
-    while done < count:
-        buf = os.pread(in_fd, min(_CHUNK, count - done), src_off + done)
-        if not buf:
-            raise OSError(f"unexpected end of input at offset {src_off + done}")
-        _write_all(out_fd, buf)
-        done += len(buf)
-
-
-def extract_pxe(iso, out_dir: str | os.PathLike[str], *, force: bool = False) -> list[Path]:
-    """Copy every file of /images/pxeboot to OUT_DIR/<isostem>-<name>.
-
-    The initramfs gets the embedded initrd (Ignition config, network keyfiles)
-    appended, 4-byte aligned, the way the ISO's boot loader loads
-    ``initrd.img`` + the embed area, so the PXE artifacts boot the same
-    customized live system. (Kernel arguments must go into the PXE config.)
-    Each file is written atomically and never clobbers without ``force``.
-    """
-    from . import cpio
-    from .areas import PXEBOOT_DIR
-    from .iso9660 import IsoNotFound
-
-    fs = iso.fs
-    try:
-        pxe = fs.lookup(PXEBOOT_DIR)
-    except IsoNotFound:
-        raise UserInputError(f"{iso.path}: Unrecognized CoreOS ISO image: no /images/pxeboot") from None
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    stem = Path(iso.path).stem
-    extra = b""
-    if iso.area_in_use:
-        raw = iso.original_area_data
-        extra = raw[:cpio.initrd_extent(raw)]
-    written: list[Path] = []
-    entries = [e for e in fs.list_dir(pxe) if not e.is_dir]
-    for e in entries:
-        dest = out / f"{stem}-{e.name.lower()}"
-        fsutil.check_output_target(dest, force=force)
-    for e in entries:
-        dest = out / f"{stem}-{e.name.lower()}"
-        with fsutil.temp_path_in(dest, force=force) as tmp:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CLOEXEC)
-            try:
-                _copy_file_range_all(fs.fd, fd, e.offset, e.size)
-                if extra and e.name.lower() == "initrd.img":
-                    _write_all(fd, b"\0" * ((4 - e.size % 4) % 4) + extra)
-            finally:
-                os.close(fd)
-        written.append(dest)
-    return written

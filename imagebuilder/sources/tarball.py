@@ -138,8 +138,12 @@ def _apply_xattrs(path: Path, member: tarfile.TarInfo) -> None:
 
 
 def extract_member(tar: tarfile.TarFile, member: tarfile.TarInfo, root: Path,
-                   stats: ExtractStats, is_root: bool) -> str | None:
-    """Extract one (already checked) member into root. Returns its relative path, or None if skipped."""
+                   stats: ExtractStats, is_root: bool, *, link_symlinks: bool = False) -> str | None:
+    """Extract one (already checked) member into root. Returns its relative path, or None if skipped.
+
+    A hard link to a symlink is refused, unless link_symlinks: then the symlink itself gets
+    the new name (never what it points to), as in the ostree checkouts of a stored tree.
+    """
     rel = member.name if member.name != "." else ""
     if (member.ischr() or member.isblk()) and not is_root:
         stats.skipped_devices.append(rel)
@@ -153,8 +157,12 @@ def extract_member(tar: tarfile.TarFile, member: tarfile.TarInfo, root: Path,
         if not os.path.lexists(root / member.linkname):
             raise BadImageError(f"hard link {rel!r}: target {member.linkname!r} not in archive")
         if os.path.islink(root / member.linkname):
-            # link() would follow it (AT_SYMLINK_FOLLOW) and could pull in a host file
-            raise UnsafeArchiveError(f"hard link {rel!r} points at the symlink {member.linkname!r}")
+            if not link_symlinks:
+                # tarfile's link() follows it (AT_SYMLINK_FOLLOW) and could pull in a host file
+                raise UnsafeArchiveError(f"hard link {rel!r} points at the symlink {member.linkname!r}")
+            os.link(root / member.linkname, root / rel, follow_symlinks=False)
+            stats.files += 1
+            return rel
     # a hard link shares its target's inode: its own header must not re-chmod/chown it
     kwargs = {"set_attrs": not member.islnk(), "numeric_owner": True}
     if hasattr(tarfile, "fully_trusted_filter"):

@@ -219,8 +219,11 @@ def test_console_cleaner_handles_split_escapes():
 
 
 def test_newc_archive_is_readable_by_cpio(tmp_path):
-    arc = q.newc_archive([("d", stat.S_IFDIR | 0o755, b""), ("d/f", stat.S_IFREG | 0o644, b"hello"),
-                          ("l", stat.S_IFLNK | 0o777, b"d/f"), ("dev/console", stat.S_IFCHR | 0o600, (5, 1))])
+    from imagebuilder.iso.cpio import write_newc
+
+    arc = write_newc([("d", stat.S_IFDIR | 0o755, b""), ("d/f", stat.S_IFREG | 0o644, b"hello"),
+                      ("l", stat.S_IFLNK | 0o777, b"d/f"), ("dev/console", stat.S_IFCHR | 0o600, (5, 1))],
+                     first_ino=1, trailer_ino=None, block=512)
     assert len(arc) % 512 == 0
     listing = subprocess.run(["cpio", "-itv"], input=arc, capture_output=True, check=True).stdout.decode()
     assert re.search(r"^drwxr-xr-x .* d$", listing, re.M)

@@ -267,7 +267,7 @@ def test_pxe_customize(tmp_path: Path, fx: Path, ignition_validate: str):
     assert members["config.ign"].data == cz.build_live_config(make(fx, *FLAGS))
     assert "etc/coreos-firstboot-network/nmstate-yl-eth2.nmconnection" in members
     assert "usr/bin/true" in members  # the original is still all there
-    fails(run_cli("pxe", "customize", str(src), "-o", str(out), *opts), "File exists")
+    fails(run_cli("pxe", "customize", str(src), "-o", str(out), *opts), "file exists")
     fails(run_cli("pxe", "customize", str(out), "-o", str(tmp_path / "i2"), *opts), "already customized")
     empty = tmp_path / "empty-initrd"
     ok(run_cli("pxe", "ignition", "wrap", "-i", "/dev/null", "-o", str(empty)))

@@ -94,6 +94,7 @@ def test_karg_edits_every_kernel_line_grub(tmp_path):
     rep = rb.rebuild_iso(GRUB_RESCUE, out, karg_append=["ib.karg=1"], karg_delete=["root"])
     assert rep.edited_configs == ["/boot/grub/grub.cfg"] and rep.kernel_lines == 1
     cfg = extract(out, "/boot/grub/grub.cfg", tmp_path / "g")
+    subprocess.run(["grub-script-check", str(tmp_path / "g")], check=True)
     assert "\tlinux /vmlinuz ib.karg=1\n" in cfg              # root=/dev/sda1 deleted by name
     assert "linux16 /memtest86+.bin\n" in cfg                 # not a Linux kernel line
     assert "multiboot /boot/gnumach.gz root=device:hd0s1" in cfg

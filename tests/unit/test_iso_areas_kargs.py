@@ -9,7 +9,8 @@ from pathlib import Path
 import pycdlib
 import pytest
 
-from imagebuilder.errors import BadImageError, UserInputError
+from imagebuilder.errors import BadImageError
+from imagebuilder.kargs import KargError
 from imagebuilder.iso.areas import (AreaSource, locate_ignition_area, locate_kargs_areas,
                                     read_features)
 from imagebuilder.iso.iso9660 import open_iso
@@ -58,7 +59,8 @@ def test_areas_per_generation(shared_fixtures, tmp_path, name):
         if k_src is None:
             assert found is None
         else:
-            areas, current = found
+            areas, current, problem = found
+            assert problem is None
             assert areas.source == k_src and areas.size == k_size
             assert [r.offset for r in areas.regions] == k_offs
             assert areas.default.startswith(k_default) and current == areas.default
@@ -106,7 +108,8 @@ def test_kargs_json_then_legacy_header_then_none(shared_fixtures, tmp_path):
     pos = data.index(b"KARGS.JSO;1")
     legacy_only = _patch(data, pos, b"KARGX")
     with open_iso(iso_path(shared_fixtures, name, tmp_path, legacy_only)) as fs:
-        areas, current = locate_kargs_areas(fs)
+        areas, current, problem = locate_kargs_areas(fs)
+        assert problem is None
         assert areas.source == AreaSource.LEGACY_HEADER
         assert [r.offset for r in areas.regions] == [139086, 431050]
         assert areas.default == current and areas.size == 1139
@@ -120,8 +123,9 @@ def test_kargs_areas_must_agree(shared_fixtures, tmp_path):
     data = _fixture_bytes(shared_fixtures / "iso" / name)
     broken = _patch(data, 429002, b"console=ttyS0 ")
     with open_iso(iso_path(shared_fixtures, name, tmp_path, broken)) as fs:
-        with pytest.raises(BadImageError, match="kargs don't match at all offsets"):
-            locate_kargs_areas(fs)
+        areas, current, problem = locate_kargs_areas(fs)  # located (for a reset), not read
+        assert current is None and "kargs don't match at all offsets" in problem
+        assert [r.offset for r in areas.regions] == [137038, 429002]
 
 
 def test_features(shared_fixtures, tmp_path):
@@ -139,7 +143,6 @@ def test_features(shared_fixtures, tmp_path):
     ("foo bar foobar", ["foo"], "bar foobar"),
     ("foo bar foobar", ["bar"], "foo foobar"),
     ("foo bar foobar", ["foobar"], "foo bar"),
-    ("foo bar foobar", ["foo bar"], "foobar"),
     ("foo bar foobar", ["bar", "foo"], "foobar"),
     ("foo=val bar baz=val", ["   foo=val"], "bar baz=val"),
     ("foo=val bar baz=val", ["baz=val  "], "foo=val bar"),
@@ -156,8 +159,37 @@ def test_order_is_delete_append_replace():
         "foo mitigations=auto console=tty0 bar baz console=ttyS1,115200n8"
     # an appended karg can be replaced in the same run (append happens first)
     assert modify_kargs("a", append=["x=1"], replace=["x=1=2"]) == "a x=2"
-    with pytest.raises(UserInputError, match="KEY=OLD=NEW"):
+    with pytest.raises(KargError, match="KEY=OLD=NEW"):
         modify_kargs("a", replace=["x=1"])
+
+
+def test_one_karg_model_semantics():
+    """Deleting KEY drops every KEY/KEY=*, appends skip duplicates, one item is one argument."""
+    assert modify_kargs("console=tty0 quiet console=ttyS0", delete=["console"]) == "quiet"
+    assert modify_kargs("a b=1", append=["b=1", "c"]) == "a b=1 c"
+    with pytest.raises(KargError, match="2 arguments where one is expected"):
+        modify_kargs("foo bar foobar", delete=["foo bar"])
+
+
+@pytest.mark.parametrize("kw", [{"delete": ["nosuch"]}, {"replace": ["nosuch=a=b"]},
+                                {"delete": ["quiet=1"]}])
+def test_missing_karg_is_an_error(kw):
+    """coreos-installer silently does nothing here; we say so."""
+    with pytest.raises(KargError, match="no such kernel argument") as ei:
+        modify_kargs("quiet ro", source="live.iso", **kw)
+    assert ei.value.message.startswith("live.iso: ")
+    assert "present: quiet ro" in ei.value.hint
+
+
+@pytest.mark.parametrize("karg", ["quiet\n initrd /images/evil.img", "a;reboot", "#x", "x=$HOME",
+                                  'foo="bar', "x}", "$(reboot)", "it's", "a\\b", "x\0y",
+                                  "x\x01", "a|b", "a&b", "<x", "x>"])
+def test_injection_refused_in_kargs_areas(karg):
+    """Whatever would change GRUB's reading of the shared kargs text is refused."""
+    with pytest.raises(KargError) as ei:
+        modify_kargs("quiet", append=[karg], source="live.iso")
+    assert ei.value.message.startswith("live.iso") or "kernel argument" in ei.value.message
+    assert len(ei.value.message) < 400
 
 
 def test_area_format_and_limits():

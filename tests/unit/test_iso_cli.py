@@ -238,8 +238,11 @@ def test_help_lists_groups():
 
 
 def test_cli_module_imports_lazily():
-    code = ("import sys\nimport imagebuilder.cli.iso\n"
-            "bad = [m for m in sys.modules if m.startswith('imagebuilder.iso')]\n"
+    """The command tables import only the flag table, no ISO code, typer or validator."""
+    code = ("import sys\nimport imagebuilder.cli.iso, imagebuilder.cli.pxe\n"
+            "bad = [m for m in sys.modules if m.startswith(('imagebuilder.iso', 'typer', "
+            "'click', 'rich', 'pydantic', 'imagebuilder.ignition')) and m not in "
+            "('imagebuilder.iso', 'imagebuilder.iso._record', 'imagebuilder.iso.flags')]\n"
             "assert not bad, bad\n")
     subprocess.run([sys.executable, "-c", code], check=True)
 
@@ -254,17 +257,25 @@ def test_deprecated_aliases(ib, iso):
     assert sha(iso) == orig
 
 
-def test_write_failure_is_a_clean_error(ib, iso, tmp_path, monkeypatch):
+@pytest.mark.parametrize("where", ["copy_file_range", "pwrite"])
+def test_write_failure_is_a_clean_error(ib, iso, tmp_path, monkeypatch, where):
+    """ENOSPC during -o's copy: a clean error, nothing left behind. The reflink is refused
+    first (as on ext4), so this holds on btrfs/XFS too."""
     import errno
 
-    from imagebuilder.iso import write as iso_write
+    from imagebuilder import fsutil
 
     def enospc(*a):
         raise OSError(errno.ENOSPC, "No space left on device")
 
+    def no_reflink(*a):
+        raise OSError(errno.EOPNOTSUPP, "no reflinks here")
+
     orig = sha(iso)
-    monkeypatch.setattr(iso_write.fsutil, "fast_copy", enospc)
-    monkeypatch.setattr(iso_write.os, "copy_file_range", enospc)  # write_copy's own copy loop
+    monkeypatch.setattr(fsutil, "_reflink", no_reflink)
+    if where == "pwrite":  # the copy_file_range-less fallback
+        monkeypatch.setattr(fsutil.os, "copy_file_range", no_reflink)
+    monkeypatch.setattr(fsutil.os, where, enospc)
     r = ib("iso", "ignition", "embed", "-o", tmp_path / "out.iso", iso, input=CONFIG)
     assert r.returncode == 2
     assert b"error: writing " in r.stderr and b"No space left on device" in r.stderr

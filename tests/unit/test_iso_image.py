@@ -47,7 +47,7 @@ def make_iso(shared_fixtures, tmp_path):
 
 
 def embed(path: Path, config: bytes = CONFIG, output: str | None = None, force=False) -> None:
-    with IsoImage.open(path) as iso:
+    with IsoImage.open(path, writable=output is None) as iso:
         iso.set_ignition(config)
         write_result(iso, iso.patches(), output, force)
 
@@ -64,9 +64,9 @@ def three_ways(path: Path, tmp_path: Path, mutate) -> tuple[str, str, str]:
             stream(path, patches, f.fileno())
     inplace = tmp_path / "inplace.iso"
     inplace.write_bytes(path.read_bytes())
-    with IsoImage.open(inplace) as iso:
+    with IsoImage.open(inplace, writable=True) as iso:
         mutate(iso)
-        apply_in_place(inplace, iso.patches())
+        apply_in_place(iso.fs.fd, iso.patches())
     return sha(out_file), sha(streamed), sha(inplace)
 
 
@@ -76,14 +76,14 @@ def test_embed_show_remove_roundtrip(make_iso, name):
     orig = sha(iso_p)
     embed(iso_p)
     assert sha(iso_p) != orig
-    with IsoImage.open(iso_p) as iso:
+    with IsoImage.open(iso_p, writable=True) as iso:
         assert iso.ignition == CONFIG and iso.is_customized
         area = iso.original_area_data
         expected = lzma.compress(newc_archive({"config.ign": Member(CONFIG)}),
                                  format=lzma.FORMAT_XZ, check=lzma.CHECK_CRC32, preset=9)
         assert area == expected + b"\0" * (len(area) - len(expected))
         iso.remove_ignition()
-        apply_in_place(iso_p, iso.patches())
+        apply_in_place(iso.fs.fd, iso.patches())
     assert sha(iso_p) == orig
 
 
@@ -106,14 +106,14 @@ def test_three_output_modes_identical(make_iso, tmp_path, name):
 def test_reset_restores_pristine(make_iso, name):
     iso_p = make_iso(name)
     orig = sha(iso_p)
-    with IsoImage.open(iso_p) as iso:
+    with IsoImage.open(iso_p, writable=True) as iso:
         embed_initrd_members(iso, {"etc/hello": (b"hi", 0o100644), "config.ign": CONFIG})
         if name in WITH_NETWORK:
             iso.add_network_keyfiles([("eth0.nmconnection", b"[connection]\n")])
         if iso.kargs_supported:
             iso.modify_kargs(append=["quiet"])
-        apply_in_place(iso_p, iso.patches())
-    with IsoImage.open(iso_p) as iso:
+        apply_in_place(iso.fs.fd, iso.patches())
+    with IsoImage.open(iso_p, writable=True) as iso:
         members = read_embedded_members(iso)
         assert members["etc/hello"] == (b"hi", 0o100644)
         assert members["config.ign"] == (CONFIG, 0o100600)
@@ -124,7 +124,7 @@ def test_reset_restores_pristine(make_iso, name):
         if iso.kargs_supported:
             assert iso.kargs.endswith(" quiet")
         iso.reset()
-        apply_in_place(iso_p, iso.patches())
+        apply_in_place(iso.fs.fd, iso.patches())
     assert sha(iso_p) == orig
 
 
@@ -134,18 +134,18 @@ def test_ignition_and_network_are_independent(make_iso, name):
     orig = sha(iso_p)
     embed(iso_p)
     after_ign = sha(iso_p)
-    with IsoImage.open(iso_p) as iso:
+    with IsoImage.open(iso_p, writable=True) as iso:
         iso.add_network_keyfiles([("a.nmconnection", b"A"), ("b.nmconnection", b"B")])
-        apply_in_place(iso_p, iso.patches())
-    with IsoImage.open(iso_p) as iso:
+        apply_in_place(iso.fs.fd, iso.patches())
+    with IsoImage.open(iso_p, writable=True) as iso:
         assert iso.network_files == {"a.nmconnection": b"A", "b.nmconnection": b"B"}
         assert iso.ignition == CONFIG
         iso.remove_network()
-        apply_in_place(iso_p, iso.patches())
+        apply_in_place(iso.fs.fd, iso.patches())
     assert sha(iso_p) == after_ign
-    with IsoImage.open(iso_p) as iso:
+    with IsoImage.open(iso_p, writable=True) as iso:
         iso.remove_ignition()
-        apply_in_place(iso_p, iso.patches())
+        apply_in_place(iso.fs.fd, iso.patches())
     assert sha(iso_p) == orig
 
 
@@ -194,13 +194,13 @@ def test_kargs_maximum_length(make_iso, tmp_path, name):
             iso.modify_kargs(append=["x" * (room + 1)])
     assert sha(iso_p) == orig
     # and the written maximum-length kargs read back; reset restores the original bytes
-    with IsoImage.open(iso_p) as iso:
+    with IsoImage.open(iso_p, writable=True) as iso:
         iso.modify_kargs(append=["x" * room])
-        apply_in_place(iso_p, iso.patches())
-    with IsoImage.open(iso_p) as iso:
+        apply_in_place(iso.fs.fd, iso.patches())
+    with IsoImage.open(iso_p, writable=True) as iso:
         assert iso.kargs == default + " " + "x" * room
         iso.reset_kargs()
-        apply_in_place(iso_p, iso.patches())
+        apply_in_place(iso.fs.fd, iso.patches())
     assert sha(iso_p) == orig
 
 
@@ -239,7 +239,7 @@ class _FailingPwrite:
 def test_in_place_write_failure_rolls_back(make_iso, tmp_path, monkeypatch, name):
     iso_p = make_iso(name)
     orig = sha(iso_p)
-    with IsoImage.open(iso_p) as iso:
+    with IsoImage.open(iso_p, writable=True) as iso:
         iso.set_ignition(CONFIG)
         iso.modify_kargs(append=["console=ttyS0"])
         patches = iso.patches()
@@ -316,12 +316,22 @@ def test_read_only_input_is_never_fully_loaded(make_iso, tmp_path):
     assert int(proc.stdout) < 64 * 1024  # KiB
 
 
-def test_garbage_in_embed_area_is_a_bad_image(make_iso):
+def test_garbage_in_embed_area_is_a_bad_image_that_can_be_overwritten(make_iso):
     iso_p = make_iso("embed-areas-2023-03.x86_64.iso.xz")
+    orig = sha(iso_p)
     with IsoImage.open(iso_p) as iso:
         off = iso.ignition_area.offset
     with open(iso_p, "r+b") as f:
         f.seek(off)
         f.write(b"not an archive")
-    with pytest.raises(BadImageError, match="decoding initrd embed area at offset"):
-        IsoImage.open(iso_p)
+    with IsoImage.open(iso_p, writable=True) as iso:
+        assert iso.area_damaged and iso.is_customized
+        for read in (lambda: iso.ignition, lambda: iso.network_files, lambda: iso.members):
+            with pytest.raises(BadImageError, match="decoding initrd embed area at offset") as ei:
+                read()
+            assert "iso reset" in ei.value.hint
+        info = iso.inspect()
+        assert "decoding initrd embed area" in info["ignition_area"]["problem"]
+        iso.reset()
+        apply_in_place(iso.fs.fd, iso.patches())
+    assert sha(iso_p) == orig

@@ -295,3 +295,9 @@ def test_file_errors(tmp_path: Path):
     empty.write_text("interfaces: []\n")
     with pytest.raises(UserInputError, match="defines no interfaces"):
         nmstate.keyfiles_from_file(empty)
+
+
+@pytest.mark.parametrize("doc", ["[" * 3000, "{a: " * 3000, "interfaces: " + "[" * 1500])
+def test_deep_nesting_is_an_input_error(doc):
+    with pytest.raises(UserInputError, match="nested too deeply"):
+        nmstate.translate(nmstate.load(doc))

@@ -50,12 +50,12 @@ def test_atomic_output_no_clobber_and_cleanup(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.bin"]
 
 
-def test_fast_copy_identical(tmp_path):
+def test_copy_file_identical(tmp_path):
     src = tmp_path / "src"
     src.write_bytes(os.urandom(3 << 20) + b"tail")
     dst = tmp_path / "dst"
     with open(src, "rb") as s, open(dst, "wb") as d:
-        method = fsutil.fast_copy(s, d)
+        method = fsutil.copy_file(s, d)
     assert method in {"reflink", "copy_file_range", "readwrite"}
     assert dst.read_bytes() == src.read_bytes()
 

@@ -1,0 +1,1 @@
+"""Reproducible builds: signed checksums, verification, image diffs and SBOMs."""
