@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import gzip
 import hashlib
 import zlib
 from collections.abc import Iterator, Mapping
@@ -166,6 +165,8 @@ def gunzip(data: bytes, *, where: str = "contents", limit: int = MAX_DECOMPRESSE
 
 def gzip_bytes(data: bytes) -> bytes:
     """Deterministic gzip (mtime 0, no file name)."""
+    import gzip
+
     return gzip.compress(data, compresslevel=9, mtime=0)
 
 

@@ -303,3 +303,13 @@ def test_boot_test_config_translates_cleanly_for_debian_ignition():
     assert {"var-data.mount", "imagebuilder-butane-check.service"} <= units
     assert {ln["path"]: ln["target"] for ln in result.config["storage"]["links"]} == {
         "/etc/butane-tree/tool-link": "bin/tree-tool"}
+
+
+@pytest.mark.parametrize("name", ["dest", "dest-2", "live", "live-2"])
+def test_byte_identical_to_butane_on_coreos_installer_fixtures(shared_fixtures, name):
+    """coreos-installer's test fixtures hold Butane configs next to the `butane --pretty`
+    output made from them: ours is the same, byte for byte."""
+    fx = shared_fixtures / "customize"
+    result = translate((fx / f"{name}.bu").read_bytes(), pretty=True)
+    assert result.problems == []
+    assert result.output == (fx / f"{name}.ign").read_bytes()
