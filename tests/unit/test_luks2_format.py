@@ -389,7 +389,7 @@ def test_bad_tokens_are_refused(tmp_path, token, msg):
 
 
 def test_secrets_never_reach_logs_or_reprs(tmp_path, caplog):
-    caplog.set_level(logging.DEBUG)
+    caplog.set_level(logging.DEBUG, logger="imagebuilder.disk.luks2")
     vk = os.urandom(64)
     c = _container(tmp_path, volume_key=vk)
     with open(c, "rb") as f:
