@@ -44,12 +44,12 @@ def _out(data: bytes) -> None:
 
 # -- ignition ----------------------------------------------------------------------------
 def ignition_embed(a: dict[str, Any]) -> None:
-    from ..iso.inputs import read_config
+    from ..iso.inputs import read_ignition
 
     src = a["ignition_file"] or "-"
     if src == "-":
         stdin_notice("the Ignition config")
-    config = read_config(src)
+    config = read_ignition(src)
     _cmds().ignition_embed(a["iso"], config, output=a["output"], force=a["force"],
                            strict=a["strict"], where=src, say=_say)
 

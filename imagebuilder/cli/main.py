@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 # Command modules, each with register(app). Listed here in the order they appear in --help.
 COMMAND_MODULES = [
     "imagebuilder.cli.ignition",
+    "imagebuilder.cli.butane",
     "imagebuilder.cli.iso",
     "imagebuilder.cli.pxe",
     "imagebuilder.cli.build",

@@ -41,13 +41,13 @@ def pxe_customize(a: dict[str, Any]) -> None:
 
 
 def ignition_wrap(a: dict[str, Any]) -> None:
-    from ..iso.inputs import check_ignition, read_config
+    from ..iso.inputs import check_ignition, read_ignition
     from ..iso.pxe import wrap_ignition
 
     src = a["ignition_file"]
     if src == "-":
         stdin_notice("the Ignition config")
-    config = read_config(src)
+    config = read_ignition(src)
     check_ignition(config, src, strict=a["strict"], warn=_say)
     _write(a["output"], wrap_ignition(config), a["force"])
 

@@ -19,6 +19,7 @@ from . import decode
 _PEM_CERT = re.compile(rb"-----BEGIN CERTIFICATE-----\r?\n.*?-----END CERTIFICATE-----", re.S)
 
 DEFAULT_WINDOW = dt.timedelta(hours=24)
+MAX_BUNDLE_SIZE = 8 << 20  # a CA bundle (Mozilla's is ~250 KiB); larger files are not scanned
 
 
 @dataclass(frozen=True)
@@ -48,18 +49,18 @@ def parse_pem_bundle(data: bytes, where: str) -> list[CertInfo]:
 
     out: list[CertInfo] = []
     for i, m in enumerate(_PEM_CERT.finditer(data)):
-        try:
+        try:  # the certificate is parsed lazily: reading its fields can fail too
             cert = x509.load_pem_x509_certificate(m.group(0))
+            out.append(CertInfo(
+                where=where, index=i,
+                subject=cert.subject.rfc4514_string(),
+                issuer=cert.issuer.rfc4514_string(),
+                not_before=cert.not_valid_before_utc,
+                not_after=cert.not_valid_after_utc,
+                sha256=cert.fingerprint(hashes.SHA256()).hex(),
+            ))
         except ValueError as e:
             raise InvalidConfigError(f"{where}: certificate #{i + 1} cannot be parsed: {e}") from None
-        out.append(CertInfo(
-            where=where, index=i,
-            subject=cert.subject.rfc4514_string(),
-            issuer=cert.issuer.rfc4514_string(),
-            not_before=cert.not_valid_before_utc,
-            not_after=cert.not_valid_after_utc,
-            sha256=cert.fingerprint(hashes.SHA256()).hex(),
-        ))
     return out
 
 
@@ -78,9 +79,15 @@ def config_certificates(config: Mapping[str, Any], problems: list[str] | None = 
                 for i, f in enumerate((config.get("storage") or {}).get("files") or [])]
     for where, res, is_ca in sources:
         try:
-            data = decode.decode_contents(res, where=where)
+            data = decode.decode_contents(res, where=where, limit=MAX_BUNDLE_SIZE)
             if data is not None and (is_ca or has_pem_certificate(data)):
                 found += parse_pem_bundle(data, where)
+        except decode.TooLargeError as e:
+            if not is_ca:
+                continue  # a file this large is not a certificate bundle: not looked at
+            if problems is None:
+                raise
+            problems.append(f"{e.message} (certificate bundles are read up to that size)")
         except InvalidConfigError as e:
             if problems is None:
                 raise

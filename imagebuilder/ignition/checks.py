@@ -60,6 +60,14 @@ def check_data_url(url: str) -> str | None:
     return None
 
 
+def url_scheme(url: str) -> str:
+    """The scheme of a URL, lower-cased ("" when it has none or does not parse)."""
+    try:
+        return urlsplit(url).scheme.lower()
+    except ValueError:  # e.g. an unbalanced "[" (an invalid IPv6 host)
+        return ""
+
+
 def check_url(url: str, version: SpecVersion, schemes: list[str] | None = None) -> str | None:
     """Ignition's URL validation for resource sources; None if fine."""
     if _CONTROL.search(url) or url.startswith(":"):

@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import base64
 import binascii
-import gzip
 import hashlib
 import zlib
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote_to_bytes
@@ -22,8 +21,25 @@ from ..errors import InvalidConfigError
 
 REMOTE_SCHEMES = ("http", "https", "s3", "gs", "tftp", "arn")
 
-# refuse to inflate absurdly large payloads (a gzip bomb in a config)
-MAX_DECOMPRESSED = 1 << 30
+MiB = 1 << 20
+# A config (a file given to us, or an inline child config) is never larger than this.
+MAX_CONFIG_SIZE = 32 * MiB
+# Hard cap on what one compressed resource may inflate to (a gzip bomb in a config).
+MAX_DECOMPRESSED = 256 * MiB
+_CHUNK = 256 * 1024
+
+
+class TooLargeError(InvalidConfigError):
+    """A resource or config is larger than the limit the caller set."""
+
+
+def size_text(n: int) -> str:
+    """``33554432`` -> ``32 MiB``; sizes below 1 MiB in KiB or bytes."""
+    if n >= MiB and n % MiB == 0:
+        return f"{n // MiB} MiB"
+    if n >= 1024 and n % 1024 == 0:
+        return f"{n // 1024} KiB"
+    return f"{n} bytes"
 
 
 @dataclass(frozen=True)
@@ -106,34 +122,51 @@ def encode_data_url(data: bytes, *, base64_: bool | None = None, mediatype: str 
     return f"data:{mediatype}," + quote(data.decode("utf-8"), safe=_SAFE)
 
 
-def gunzip(data: bytes, *, where: str = "contents") -> bytes:
-    """Decompress gzip data (possibly multi-member) with a size cap."""
+def iter_gunzip(data: bytes, *, where: str = "contents", limit: int = MAX_DECOMPRESSED) -> Iterator[bytes]:
+    """Decompress gzip data (possibly multi-member) as a stream of chunks of at most 256 KiB.
+
+    Raises TooLargeError as soon as the output would exceed ``limit`` bytes, so memory
+    stays bounded whatever the input (a gzip bomb), and InvalidConfigError for bad data.
+    """
     d = zlib.decompressobj(16 + zlib.MAX_WBITS)
-    out = bytearray()
     buf = data
+    total = 0
     try:
-        while buf:
-            out += d.decompress(buf, MAX_DECOMPRESSED - len(out) + 1)
-            if len(out) > MAX_DECOMPRESSED:
-                raise InvalidConfigError(f"{where}: decompressed size exceeds {MAX_DECOMPRESSED} bytes")
-            if d.unconsumed_tail:
-                buf = d.unconsumed_tail
-                continue
-            out += d.flush()
-            if d.eof and d.unused_data:
+        while True:
+            before = len(buf)
+            chunk = d.decompress(buf, _CHUNK)
+            if chunk:
+                total += len(chunk)
+                if total > limit:
+                    raise TooLargeError(f"{where}: decompressed size exceeds the {size_text(limit)} limit")
+                yield chunk
+            if d.eof:  # end of a member; what follows it (if anything) is the next member
+                if not d.unused_data:
+                    break
                 buf = d.unused_data
                 d = zlib.decompressobj(16 + zlib.MAX_WBITS)
-            else:
-                break
+                continue
+            buf = d.unconsumed_tail
+            if not chunk and (not buf or len(buf) == before):
+                break  # input exhausted (or no progress) before the end of the stream
     except zlib.error as e:
         raise InvalidConfigError(f"{where}: compression is gzip but the data is not valid gzip: {e}") from None
     if not d.eof:
         raise InvalidConfigError(f"{where}: compression is gzip but the gzip stream is truncated")
+
+
+def gunzip(data: bytes, *, where: str = "contents", limit: int = MAX_DECOMPRESSED) -> bytes:
+    """Decompress gzip data (possibly multi-member); TooLargeError beyond ``limit`` bytes."""
+    out = bytearray()
+    for chunk in iter_gunzip(data, where=where, limit=limit):
+        out += chunk
     return bytes(out)
 
 
 def gzip_bytes(data: bytes) -> bytes:
     """Deterministic gzip (mtime 0, no file name)."""
+    import gzip
+
     return gzip.compress(data, compresslevel=9, mtime=0)
 
 
@@ -148,26 +181,40 @@ def is_remote(source: str | None) -> bool:
     return source_scheme(source) in REMOTE_SCHEMES
 
 
-def decode_contents(resource: Mapping[str, Any] | None, *, where: str = "contents") -> bytes | None:
-    """Decoded bytes of an Ignition Resource (``{source, compression, ...}``).
-
-    ``None`` when there is no source or the source is remote (not fetched).
-    ``compression: gzip`` is undone. Raises InvalidConfigError for malformed data.
-    """
+def iter_contents(resource: Mapping[str, Any] | None, *, where: str = "contents",
+                  limit: int = MAX_DECOMPRESSED) -> Iterator[bytes] | None:
+    """The decoded bytes of an inline Resource as a stream of chunks (see :func:`decode_contents`)."""
     if not resource:
         return None
     source = resource.get("source")
-    if source is None:
-        return None
-    if source_scheme(source) != "data":
+    if source is None or source_scheme(source) != "data":
         return None
     data = decode_data_url(source, where=f"{where}.source")
     compression = resource.get("compression") or ""
     if compression == "gzip":
-        data = gunzip(data, where=where)
-    elif compression:
+        return iter_gunzip(data, where=where, limit=limit)
+    if compression:
         raise InvalidConfigError(f"{where}.compression: unsupported compression {compression!r}")
-    return data
+    if len(data) > limit:
+        raise TooLargeError(f"{where}: size exceeds the {size_text(limit)} limit")
+    return iter((data,))
+
+
+def decode_contents(resource: Mapping[str, Any] | None, *, where: str = "contents",
+                    limit: int = MAX_DECOMPRESSED) -> bytes | None:
+    """Decoded bytes of an Ignition Resource (``{source, compression, ...}``).
+
+    ``None`` when there is no source or the source is remote (not fetched).
+    ``compression: gzip`` is undone, at most ``limit`` bytes (TooLargeError beyond).
+    Raises InvalidConfigError for malformed data.
+    """
+    chunks = iter_contents(resource, where=where, limit=limit)
+    if chunks is None:
+        return None
+    out = bytearray()
+    for chunk in chunks:
+        out += chunk
+    return bytes(out)
 
 
 def verify_hash(data: bytes, spec: str, *, where: str = "verification.hash") -> None:

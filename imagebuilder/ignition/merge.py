@@ -351,7 +351,7 @@ def check_merged(config: dict[str, Any]) -> None:
 
 def _fetch_inline(ref: Mapping[str, Any], where: str, loader: Loader) -> dict[str, Any]:
     """Decode a data-URL reference (merge/replace entry) into a loaded config."""
-    data = decode.decode_contents(ref, where=where)
+    data = decode.decode_contents(ref, where=where, limit=decode.MAX_CONFIG_SIZE)
     assert data is not None
     hash_spec = (ref.get("verification") or {}).get("hash")
     if hash_spec:

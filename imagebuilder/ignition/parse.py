@@ -8,7 +8,10 @@ like it, an object or array is located just after its opening bracket.
 
 Syntax errors raise :class:`JSONSyntaxError` carrying line and column. As in
 Go's ``encoding/json`` (which Ignition uses), a repeated key in an object keeps
-the last value.
+the last value. Input that would crash a naive parser is refused with a position
+too: nesting deeper than :data:`MAX_DEPTH`, and strings with a lone UTF-16
+surrogate escape (``"\ud800"``, not valid Unicode). Integers too long to be any
+Go integer are kept as floats, so the validator reports them as out of range.
 """
 
 from __future__ import annotations
@@ -23,7 +26,12 @@ JSONPath = tuple[str | int, ...]
 
 _WS = re.compile(r"[ \t\n\r]*")
 _NUMBER = re.compile(r"-?(?:0|[1-9]\d*)(\.\d+)?([eE][-+]?\d+)?")
-_MAX_DEPTH = 512
+# Far beyond any real Ignition config (about 8 levels), and well inside Python's recursion limit.
+MAX_DEPTH = 128
+# An integer literal longer than this cannot be an int64; it becomes a float (possibly inf)
+# instead of an int, so no digit-limit ValueError is ever raised for it.
+_MAX_INT_DIGITS = 40
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 @dataclass(frozen=True)
@@ -117,8 +125,8 @@ class _Parser:
         return self.doc
 
     def value(self, i: int, path: JSONPath, depth: int) -> tuple[Any, int]:
-        if depth > _MAX_DEPTH:
-            raise self.fail("exceeded max nesting depth", i)
+        if depth > MAX_DEPTH:
+            raise self.fail(f"exceeded max nesting depth ({MAX_DEPTH} levels)", i)
         text = self.text
         c = text[i] if i < len(text) else ""
         # like ignition-validate, objects and arrays are located just inside their bracket
@@ -134,19 +142,24 @@ class _Parser:
                 return val, i + len(literal)
         m = _NUMBER.match(text, i)
         if m and m.end() > i:
-            if m.group(1) or m.group(2):
+            if m.group(1) or m.group(2) or m.end() - i > _MAX_INT_DIGITS:
                 return float(m.group(0)), m.end()
             return int(m.group(0)), m.end()
         raise self.fail(f"{self.describe(i)} looking for beginning of value", i)
 
     def string(self, i: int) -> tuple[str, int]:
         try:
-            return json.decoder.scanstring(self.text, i + 1, True)
+            s, end = json.decoder.scanstring(self.text, i + 1, True)
         except json.JSONDecodeError as e:
             msg = e.msg
             if msg.startswith("Unterminated string"):
                 raise self.fail("unexpected end of JSON input", len(self.text)) from None
             raise self.fail(msg.lower(), e.pos) from None
+        # escaped surrogate pairs are already combined; what is left is a lone surrogate
+        if (m := _SURROGATE.search(s)) is not None:
+            raise self.fail(f"invalid string: lone UTF-16 surrogate \\u{ord(m.group(0)):04x} "
+                            "is not valid Unicode", i)
+        return s, end
 
     def object(self, i: int, path: JSONPath, depth: int) -> tuple[dict, int]:
         out: dict[str, Any] = {}

@@ -18,6 +18,7 @@ from ..errors import InvalidConfigError
 from . import certs, decode
 
 TEXT_LIMIT = 64 * 1024  # longer text is summarised in the text view (full in --json)
+SHOW_TEXT_MAX = 1 << 20  # contents larger than this are shown as size + sha256 only
 
 
 @dataclass
@@ -37,7 +38,12 @@ def _is_text(data: bytes) -> bool:
 
 
 def describe_resource(res: Mapping[str, Any] | None, where: str) -> dict[str, Any] | None:
-    """One Resource: inline (decoded) or remote (reference only)."""
+    """One Resource: inline (decoded) or remote (reference only).
+
+    Inline contents are decoded as a stream: size and sha256 of everything (at most
+    :data:`decode.MAX_DECOMPRESSED`), the text itself only up to :data:`SHOW_TEXT_MAX`,
+    so memory stays bounded whatever the config holds (a gzip bomb).
+    """
     if not res:
         return None
     src = res.get("source")
@@ -47,16 +53,22 @@ def describe_resource(res: Mapping[str, Any] | None, where: str) -> dict[str, An
     if src is None:
         out["kind"] = "none"
     elif decode.source_scheme(src) == "data":
+        size, digest, head = 0, hashlib.sha256(), bytearray()
         try:
-            raw = decode.decode_data_url(src, where=f"{where}.source")
-            data = decode.gunzip(raw, where=where) if comp == "gzip" else raw
+            for chunk in decode.iter_contents(res, where=where) or ():
+                size += len(chunk)
+                digest.update(chunk)
+                if len(head) <= SHOW_TEXT_MAX:
+                    head += chunk[:SHOW_TEXT_MAX + 1 - len(head)]
         except InvalidConfigError as e:
             return {"kind": "undecodable", "error": e.message}
         out["kind"] = "inline"
-        out["size"] = len(data)
-        out["sha256"] = hashlib.sha256(data).hexdigest()
-        if _is_text(data):
-            out["text"] = data.decode("utf-8")
+        out["size"] = size
+        out["sha256"] = digest.hexdigest()
+        if size > SHOW_TEXT_MAX:
+            out["large"] = True  # summarised: size and hash only
+        elif _is_text(bytes(head)):
+            out["text"] = head.decode("utf-8")
         else:
             out["binary"] = True
     else:
@@ -207,11 +219,14 @@ def _undecodable(doc: Any, where: str = "") -> list[dict[str, str]]:
 
 def describe(raw: bytes, source: str = "<config>") -> ShowReport:
     """Parse and describe a config file's bytes. Validation errors become warnings."""
-    from .translate import parse_config
+    from . import spec
+    from .translate import parse_config, prune
     from .validate import validate_config
 
     version, config = parse_config(raw)
     report = validate_config(raw, source=source)
+    if report.errors:  # show what can be read: values of the wrong type are left out
+        config = prune(config, spec.CONFIG, version, well_typed=True)
     try:
         out = describe_config(config, str(version))
     except InvalidConfigError as e:
@@ -272,6 +287,8 @@ def render_text(doc: Mapping[str, Any], console: Any) -> None:
             s += f", {r['compression']}"
         if r.get("binary"):
             s += f", binary, sha256 {r['sha256']}"
+        elif r.get("large"):
+            s += f", larger than {SHOW_TEXT_MAX >> 20} MiB (not shown), sha256 {r['sha256']}"
         return s
 
     console.print(f"[bold]Ignition config[/bold] spec {escape(doc.get('version', '?'))}")
@@ -295,7 +312,7 @@ def render_text(doc: Mapping[str, Any], console: Any) -> None:
         heading("Files", len(doc["files"]))
         for f in doc["files"]:
             meta = attrs(f, ["mode", "user", "group", "overwrite"])
-            line(f"[cyan]{escape(f['path'])}[/cyan]" + (f"  ({escape(meta)})" if meta else ""))
+            line(f"[cyan]{escape(str(f.get('path', '(no path)')))}[/cyan]" + (f"  ({escape(meta)})" if meta else ""))
             c = f.get("contents")
             line(escape(resource_summary(c)), 4)
             if c and "text" in c:
@@ -308,23 +325,23 @@ def render_text(doc: Mapping[str, Any], console: Any) -> None:
         heading("Directories", len(doc["directories"]))
         for d in doc["directories"]:
             meta = attrs(d, ["mode", "user", "group", "overwrite"])
-            line(f"[cyan]{escape(d['path'])}[/cyan]" + (f"  ({escape(meta)})" if meta else ""))
+            line(f"[cyan]{escape(str(d.get('path', '(no path)')))}[/cyan]" + (f"  ({escape(meta)})" if meta else ""))
     if doc.get("links"):
         heading("Links", len(doc["links"]))
         for ln in doc["links"]:
             kind = "hard link" if ln.get("hard") else "symlink"
             meta = attrs(ln, ["user", "group", "overwrite"])
-            line(f"[cyan]{escape(ln['path'])}[/cyan] -> {escape(str(ln.get('target')))} ({kind}"
+            line(f"[cyan]{escape(str(ln.get('path', '(no path)')))}[/cyan] -> {escape(str(ln.get('target')))} ({kind}"
                  + (f", {escape(meta)}" if meta else "") + ")")
     if doc.get("units"):
         heading("Systemd units", len(doc["units"]))
         for u in doc["units"]:
             state = attrs(u, ["enabled", "mask"])
-            line(f"[cyan]{escape(u['name'])}[/cyan]" + (f"  ({escape(state)})" if state else ""))
+            line(f"[cyan]{escape(str(u.get('name', '(no name)')))}[/cyan]" + (f"  ({escape(state)})" if state else ""))
             if "contents" in u:
                 body(u["contents"])
             for d in u.get("dropins") or []:
-                line(f"drop-in {escape(d['name'])}", 4)
+                line(f"drop-in {escape(str(d.get('name', '(no name)')))}", 4)
                 if "contents" in d:
                     body(d["contents"], 8)
     if doc.get("users"):
@@ -345,12 +362,12 @@ def render_text(doc: Mapping[str, Any], console: Any) -> None:
                 bits.append("password set")
             if u.get("shouldExist") is False:
                 bits.append("to be deleted")
-            line(f"[cyan]{escape(u['name'])}[/cyan]: " + escape(", ".join(bits)))
+            line(f"[cyan]{escape(str(u.get('name', '(no name)')))}[/cyan]: " + escape(", ".join(bits)))
     if doc.get("groups"):
         heading("Groups", len(doc["groups"]))
         for g in doc["groups"]:
             meta = attrs(g, ["gid", "system", "shouldExist"])
-            line(f"[cyan]{escape(g['name'])}[/cyan]" + (f"  ({escape(meta)})" if meta else ""))
+            line(f"[cyan]{escape(str(g.get('name', '(no name)')))}[/cyan]" + (f"  ({escape(meta)})" if meta else ""))
     kargs = doc.get("kernelArguments") or {}
     if kargs:
         heading("Kernel arguments")

@@ -69,8 +69,15 @@ def parse_config(data: bytes) -> tuple[SpecVersion, dict]:
     return version, doc.value
 
 
-def prune(value: Any, type_: spec.TypeSpec, version: SpecVersion) -> Any:
-    """Copy value keeping only the keys the schema knows at version, without nulls."""
+_MISTYPED = object()
+
+
+def prune(value: Any, type_: spec.TypeSpec, version: SpecVersion, *, well_typed: bool = False) -> Any:
+    """Copy value keeping only the keys the schema knows at version, without nulls.
+
+    With ``well_typed``, values of the wrong type are dropped too (for reading a config
+    that failed validation, e.g. to show it anyway).
+    """
     if isinstance(type_, spec.ObjectSpec) and isinstance(value, dict):
         known = type_.fields_for(version)
         out = {}
@@ -78,13 +85,28 @@ def prune(value: Any, type_: spec.TypeSpec, version: SpecVersion) -> Any:
             f = known.get(k)
             if f is None or v is None:
                 continue
-            out[k] = prune(v, f.type, version)
+            got = prune(v, f.type, version, well_typed=well_typed)
+            if got is not _MISTYPED:
+                out[k] = got
         return out
     if isinstance(type_, spec.ListOf) and isinstance(value, list):
-        return [prune(v, type_.item, version) for v in value if v is not None]
+        items = (prune(v, type_.item, version, well_typed=well_typed) for v in value if v is not None)
+        return [v for v in items if v is not _MISTYPED]
+    if well_typed and not _has_type(value, type_):
+        return _MISTYPED
     if isinstance(value, (dict, list)):  # a container where the schema has a scalar (type error)
         return copy.deepcopy(value)
     return value
+
+
+def _has_type(value: Any, type_: spec.TypeSpec) -> bool:
+    if isinstance(type_, spec.Scalar):
+        if type_ is spec.Scalar.STRING:
+            return isinstance(value, str)
+        if type_ is spec.Scalar.BOOL:
+            return isinstance(value, bool)
+        return isinstance(value, int) and not isinstance(value, bool) and -(1 << 63) <= value < (1 << 63)
+    return isinstance(value, list if isinstance(type_, spec.ListOf) else dict)
 
 
 def _mask_special_bits(config: dict) -> None:

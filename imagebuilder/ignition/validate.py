@@ -17,13 +17,13 @@ Ignition's validator for the declared spec version, in Ignition's order:
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
 
 from ..errors import InvalidConfigError
 from . import spec
-from .checks import check_hash, check_path, check_url
+from .checks import check_hash, check_path, check_url, url_scheme
 from .parse import Document, JSONPath, JSONSyntaxError, format_path, parse_json
 from .spec import SpecVersion
 from .systemd_unit import UnitSyntaxError, parse_unit
@@ -113,6 +113,15 @@ def ensure_valid(data: bytes, source: str = "<config>") -> dict:
     return report.config
 
 
+def first_problem(data: bytes) -> str | None:
+    """The validator's first error, with its JSON path, line and column, or None if the
+    config is valid (warnings do not count). For callers that accept a config anyway but
+    warn about it, e.g. ``error at $.storage.files.0.path, line 1 col 61: path not absolute``.
+    """
+    errors = validate_config(data).errors
+    return errors[0].format() if errors else None
+
+
 def validate_config(data: bytes, *, source: str = "<config>") -> Report:
     """Validate an Ignition config given as bytes; never raises for bad input."""
     report = Report(source)
@@ -141,6 +150,9 @@ def _nonempty(obj: dict, key: str) -> bool:
 
 _TYPE_NAMES = {str: "string", int: "number", float: "number", bool: "boolean", list: "array",
                dict: "object"}
+
+
+_INT64_MIN, _INT64_MAX = -(1 << 63), (1 << 63) - 1  # Ignition's integers are Go ints
 
 
 def _json_type(v: Any) -> str:
@@ -221,10 +233,13 @@ class _Validator:
             ok = {spec.Scalar.STRING: isinstance(value, str),
                   spec.Scalar.BOOL: isinstance(value, bool),
                   spec.Scalar.INT: isinstance(value, int) and not isinstance(value, bool)}[type_]
-            if not ok:
+            if ok and type_ is spec.Scalar.INT and not _INT64_MIN <= value <= _INT64_MAX:
+                self.add(ERROR, path, "expected integer, got a number out of range", "type")
+            elif not ok:
                 got = _json_type(value)
                 if isinstance(value, float) and type_ is spec.Scalar.INT:
-                    got = f"number {value:g} (not an integer)"
+                    big = not math.isfinite(value) or abs(value) > _INT64_MAX
+                    got = "a number out of range" if big else f"number {value:g} (not an integer)"
                 self.add(ERROR, path, f"expected {type_.value}, got {got}", "type")
             return
         if isinstance(type_, spec.ListOf):
@@ -310,7 +325,7 @@ class _Validator:
                 self.err(p, "proxies must be http(s)")
             elif problem:
                 self.err(p, problem)
-            elif key == "httpsProxy" and urlsplit(url).scheme.lower() == "http":
+            elif key == "httpsProxy" and url_scheme(url) == "http":
                 self.warn(p, "insecure plaintext HTTP proxy specified for HTTPS resources")
         cas = ((ign.get("security") or {}).get("tls") or {}).get("certificateAuthorities") or []
         for i, res in enumerate(cas):
@@ -339,7 +354,7 @@ class _Validator:
             if problem:
                 self.err((*path, "source"), problem)
         headers = res.get("httpHeaders") or []
-        if headers and (not source or urlsplit(source).scheme.lower() not in ("http", "https")):
+        if headers and (not source or url_scheme(source) not in ("http", "https")):
             self.err((*path, "httpHeaders"), "cannot use HTTP headers with this source scheme")
         for i, h in enumerate(headers):
             if h is not None and not h.get("name"):

@@ -29,6 +29,7 @@ from typing import Any
 from ..errors import BadImageError, InvalidConfigError, UserInputError
 from .areas import OsFeatures, parse_features
 from .image import IsoImage, embed_initrd_members
+from .inputs import read_ignition
 from .kargs import modify_kargs
 from .flags import CUSTOMIZE_FLAGS, Customizations, Flag, normalize_console  # noqa: F401
 from .paths import IGNITION_PATH, NETWORK_DIR
@@ -135,8 +136,7 @@ def parse_user_ignition(data: bytes, where: str,
         more = len(report.errors) - 1
         hint = f"run: imagebuilder ignition validate {where}"
         if first.kind == "version":
-            hint = (f"Ignition spec {known} is accepted; translate Butane configs with "
-                    "butane first")
+            hint = f"Ignition spec {known} is accepted, and Butane configs (*.bu)"
         raise UserInputError(
             f"parsing Ignition config {where}: {first.format()}"
             + (f" (and {more} more)" if more else ""), hint=hint)
@@ -304,7 +304,7 @@ def plan(c: Customizations, features: OsFeatures | None = None) -> Plan:
         serial += 1
 
     for path in c.dest_ignition:
-        cfg = parse_user_ignition(_read(path), path, notes.append)
+        cfg = parse_user_ignition(read_ignition(path), path, notes.append)
         _check_not_repeated(cfg, user_dest, path, "--dest-ignition")
         user_dest.append((cfg, path))
     if c.dest_device is not None:
@@ -361,7 +361,7 @@ def plan(c: Customizations, features: OsFeatures | None = None) -> Plan:
         add_installer_file(_filename(path), data)
     seen_live: list[tuple[dict[str, Any], str]] = []
     for path in c.live_ignition:
-        cfg = parse_user_ignition(_read(path), path, notes.append)
+        cfg = parse_user_ignition(read_ignition(path), path, notes.append)
         _check_not_repeated(cfg, seen_live, path, "--live-ignition")
         seen_live.append((cfg, path))
         live.merge_config(serialize_config(cfg))

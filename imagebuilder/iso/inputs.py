@@ -27,6 +27,14 @@ def read_config(path, what: str = "Ignition config") -> bytes:
     return read_input(path, what, limit=INPUT_LIMIT)
 
 
+def read_ignition(path) -> bytes:
+    """A user's Ignition config ('-' = stdin), at most INPUT_LIMIT bytes; a Butane config
+    (``*.bu``, or starting with ``variant:``) is translated to Ignition JSON first."""
+    from ..ignition.load import default_files_dir, load_user_config
+
+    return load_user_config(read_config(path), name=_where(str(path)), files_dir=default_files_dir(path))
+
+
 def _where(where: str) -> str:
     return "stdin" if where == "-" else where
 

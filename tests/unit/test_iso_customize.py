@@ -300,7 +300,6 @@ def test_old_image_still_takes_hooks_and_live_configs(fx: Path):
     (dict(dest_ignition=("installer-test.nmconnection",)), "parsing Ignition config"),
     (dict(installer_config=("installer-test.nmconnection",)), "parsing installer config"),
     (dict(installer_config=("dest.bu",)), "parsing installer config .*unknown field `variant`"),
-    (dict(live_ignition=("dest.bu",)), "parsing Ignition config"),
     (dict(pre_install=("no-such-file",)), "reading .*no-such-file"),
     (dict(ignition_ca=("installer-test.nmconnection",)), "installer-test.nmconnection: CA bundle holds no PEM"),
     (dict(dest_ignition=("dest.ign", "dest-2.ign", "dest.ign")),
