@@ -23,7 +23,7 @@ REMOTE_SCHEMES = ("http", "https", "s3", "gs", "tftp", "arn")
 
 MiB = 1 << 20
 # A config (a file given to us, or an inline child config) is never larger than this.
-MAX_CONFIG_SIZE = 32 * MiB
+from .load import MAX_CONFIG_SIZE  # noqa: E402  (one cap, defined where configs are loaded)
 # Hard cap on what one compressed resource may inflate to (a gzip bomb in a config).
 MAX_DECOMPRESSED = 256 * MiB
 _CHUNK = 256 * 1024

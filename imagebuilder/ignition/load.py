@@ -19,8 +19,9 @@ from pathlib import Path
 
 from ..errors import InvalidConfigError
 from ..fsutil import read_input
-from .decode import MAX_CONFIG_SIZE, size_text
 
+#: the largest config file accepted (decode.py, which is heavy to import, uses the same cap)
+MAX_CONFIG_SIZE = 32 * 1024 * 1024
 BUTANE_SUFFIXES = (".bu", ".butane")
 _FIRST_KEY = re.compile(rb"[ \t]*variant[ \t]*:")
 
@@ -79,6 +80,8 @@ def load_user_config(src: str | os.PathLike[str] | bytes, *, files_dir: str | os
     if isinstance(src, bytes):
         data, name = src, name or "<config>"
         if len(data) > MAX_CONFIG_SIZE:
+            from .decode import size_text
+
             raise InvalidConfigError(f"{name}: config is larger than the {size_text(MAX_CONFIG_SIZE)} limit")
     else:
         data = read_config_file(src)

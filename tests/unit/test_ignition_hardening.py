@@ -9,6 +9,7 @@ import gzip
 import json
 import os
 import subprocess
+import tempfile
 import sys
 from pathlib import Path
 
@@ -34,14 +35,21 @@ def data_url(data: bytes) -> str:
     return "data:;base64," + base64.b64encode(data).decode()
 
 
+# Runs argv[2:] as its only child and writes that child's peak RSS (KiB) to argv[1]. A
+# wrapper because Linux carries a process's peak RSS across fork+exec: a CLI forked straight
+# from a big pytest worker would report the worker's RSS, not its own.
+_RSS_WRAPPER = ("import resource, subprocess, sys; "
+                "r = subprocess.run(sys.argv[2:]); "
+                "open(sys.argv[1], 'w').write(str(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)); "
+                "sys.exit(r.returncode)")
+
+
 def run_measured(*args: str) -> tuple[int, bytes, bytes, int]:
     """Run the CLI; return (exit status, stdout, stderr, peak RSS in KiB of that process)."""
-    p = subprocess.Popen([sys.executable, "-m", "imagebuilder", *args],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    out, err = p.stdout.read(), p.stderr.read()
-    _pid, status, usage = os.wait4(p.pid, 0)
-    p.returncode = os.waitstatus_to_exitcode(status)
-    return p.returncode, out, err, usage.ru_maxrss
+    with tempfile.NamedTemporaryFile("r") as rss:
+        p = subprocess.run([sys.executable, "-c", _RSS_WRAPPER, rss.name,
+                            sys.executable, "-m", "imagebuilder", *args], capture_output=True)
+        return p.returncode, p.stdout, p.stderr, int(rss.read())
 
 
 HOSTILE = {
